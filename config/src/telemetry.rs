@@ -1,0 +1,80 @@
+//! The exporter's own observability: the metrics/health endpoint and log output.
+//! Not the spans it exports: those are configured under `sinks`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::Duration;
+
+/// Metrics, health checks and logs of the exporter itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `host:port` serving `/metrics` (OpenMetrics text), `/healthz` and `/readyz`.
+    /// Default: `0.0.0.0:8888`.
+    #[serde(default = "TelemetryConfig::default_endpoint")]
+    pub endpoint: String,
+    /// Log line format: `text` for people, `json` for log pipelines. Default: `text`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` env-filter syntax, e.g. `info` or
+    /// `info,spansink_exporter::chain=debug`. The `RUST_LOG` variable overrides it.
+    /// Default: `info`.
+    #[serde(default = "TelemetryConfig::default_log_level")]
+    pub log_level: String,
+}
+
+impl TelemetryConfig {
+    fn default_endpoint() -> String {
+        "0.0.0.0:8888".into()
+    }
+    fn default_log_level() -> String {
+        "info".into()
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: Self::default_endpoint(),
+            log_format: LogFormat::default(),
+            log_level: Self::default_log_level(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What the exporter does on SIGTERM/SIGINT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long to keep delivering queued spans after receivers stop accepting. What is
+    /// still queued at the deadline is logged and counted as dropped (`reason="shutdown"`).
+    /// Keep it below the pod's `terminationGracePeriodSeconds`. Default: `20s`.
+    #[serde(default = "ShutdownConfig::default_drain_timeout")]
+    pub drain_timeout: Duration,
+}
+
+impl ShutdownConfig {
+    fn default_drain_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Self::default_drain_timeout(),
+        }
+    }
+}
