@@ -1,1 +1,10 @@
-pub fn x(){}
+//! spansink exporter: receives OTLP traces and writes them to backends through a sink
+//! chain configured in YAML. `main.rs` is the CLI; everything it runs lives here so tests
+//! and benchmarks drive the same code.
+
+pub mod chain;
+pub mod encoding;
+pub mod otlp;
+pub mod receiver;
+pub mod sinks;
+pub mod telemetry;

@@ -1,0 +1,65 @@
+//! The sink chain: everything between a receiver and a backend. Spans admitted by the
+//! receivers fan out to each sink's bounded queue; a per-sink worker forms batches and
+//! calls the sink through its policy layers (rate limit, timeout, retry, fallback).
+//! Each policy is one small type in its own file that wraps a [`SharedSink`] and knows
+//! nothing of the others; the order is decided in one place, the chain builder.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::otlp::TraceData;
+#[allow(unused_imports)]
+use crate::sinks::SharedSink;
+
+/// The receivers' view of the chain: hand over a request, learn whether it was taken.
+/// Implemented by the running chain (and swapped underneath on reload); receivers hold an
+/// `Arc<dyn Admit>` and never see queues or sinks.
+#[async_trait]
+pub trait Admit: Send + Sync {
+    async fn admit(&self, data: TraceData) -> Result<Admission, Refusal>;
+}
+
+/// The request was taken. Some spans may have been refused by a filter configured with
+/// `on_filtered: reject`; the client learns it through OTLP `partial_success`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admission {
+    pub rejected_spans: usize,
+    /// Why spans were rejected, for `partial_success.error_message`.
+    pub message: Option<String>,
+}
+
+/// The request was not taken; nothing of it was kept by the sink that refused it. The
+/// client should retry after `retry_after`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A queue with `when_full: reject` is full (gRPC RESOURCE_EXHAUSTED, HTTP 429).
+    #[error("sink {sink:?} queue is full; retry later")]
+    QueueFull { sink: String, retry_after: Duration },
+    /// A queue with `when_full: block` stayed full for `block_timeout`
+    /// (gRPC UNAVAILABLE, HTTP 503).
+    #[error("sink {sink:?} queue stayed full; retry later")]
+    Backpressure { sink: String, retry_after: Duration },
+    /// The exporter is stopping (gRPC UNAVAILABLE, HTTP 503).
+    #[error("exporter is shutting down; retry against another replica")]
+    ShuttingDown { retry_after: Duration },
+}
+
+impl Refusal {
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::QueueFull { retry_after, .. }
+            | Self::Backpressure { retry_after, .. }
+            | Self::ShuttingDown { retry_after } => *retry_after,
+        }
+    }
+
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::QueueFull { .. } => "queue_full",
+            Self::Backpressure { .. } => "backpressure",
+            Self::ShuttingDown { .. } => "shutting_down",
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Span encodings shared by sinks.

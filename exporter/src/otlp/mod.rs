@@ -1,0 +1,9 @@
+//! OTLP trace data as it travels through the exporter: the encoded request bytes of an
+//! `ExportTraceServiceRequest`, checked once on arrival ([`wire`]) and then passed along
+//! without re-parsing. Not the receivers (see `receiver`) nor span encodings (`encoding`).
+
+pub mod payload;
+pub mod wire;
+
+pub use payload::{Batch, TraceData};
+pub use wire::WireError;

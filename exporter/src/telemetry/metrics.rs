@@ -1,0 +1,241 @@
+//! Every Prometheus metric the exporter reports, declared once with its help text.
+//! Components get a clone of [`Metrics`] (cheap: families are reference-counted) and
+//! record through it; nothing else registers metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Which receiver a request came through.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Protocol {
+    grpc,
+    http,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub protocol: Protocol,
+    /// `malformed`, `too_large`, `decompression`, `queue_full`, `filtered`, `shutting_down`, ...
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkReasonLabels {
+    pub sink: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    pub sink: String,
+    pub fallback: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub sink: String,
+    /// `success`, `transient_error`, `permanent_error`, `timeout`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+/// Handles to all metric families. Clone freely.
+#[derive(Clone)]
+pub struct Metrics {
+    pub receiver_accepted_spans: Family<ProtocolLabels, Counter>,
+    pub receiver_refused_spans: Family<RefusedLabels, Counter>,
+    pub receiver_requests: Family<RefusedLabels, Counter>,
+
+    pub sink_received_spans: Family<SinkLabels, Counter>,
+    pub sink_sent_spans: Family<SinkLabels, Counter>,
+    pub sink_failed_spans: Family<SinkReasonLabels, Counter>,
+    pub sink_retried_spans: Family<SinkLabels, Counter>,
+    pub sink_dropped_spans: Family<SinkReasonLabels, Counter>,
+    pub sink_fallback_spans: Family<FallbackLabels, Counter>,
+    pub sink_export_duration: Family<OutcomeLabels, Histogram>,
+    pub sink_batch_spans: Family<SinkLabels, Histogram>,
+    pub sink_queue_spans: Family<SinkLabels, Gauge>,
+    pub sink_queue_bytes: Family<SinkLabels, Gauge>,
+    pub sink_queue_capacity_spans: Family<SinkLabels, Gauge>,
+    pub sink_inflight_exports: Family<SinkLabels, Gauge>,
+    pub sink_rate_limit_wait_seconds: Family<SinkLabels, Counter<f64>>,
+
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub build_info: Family<BuildLabels, Gauge>,
+}
+
+fn export_duration_histogram() -> Histogram {
+    // 1 ms .. ~65 s: covers a blackhole call and a slow S3 multipart upload.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 17,
+    ))
+}
+
+fn batch_size_histogram() -> Histogram {
+    // 1 .. 32768 spans.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 16,
+    ))
+}
+
+impl Metrics {
+    /// Creates the families and registers them, with their help text, in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            receiver_accepted_spans: Family::default(),
+            receiver_refused_spans: Family::default(),
+            receiver_requests: Family::default(),
+            sink_received_spans: Family::default(),
+            sink_sent_spans: Family::default(),
+            sink_failed_spans: Family::default(),
+            sink_retried_spans: Family::default(),
+            sink_dropped_spans: Family::default(),
+            sink_fallback_spans: Family::default(),
+            sink_export_duration: Family::new_with_constructor(export_duration_histogram),
+            sink_batch_spans: Family::new_with_constructor(batch_size_histogram),
+            sink_queue_spans: Family::default(),
+            sink_queue_bytes: Family::default(),
+            sink_queue_capacity_spans: Family::default(),
+            sink_inflight_exports: Family::default(),
+            sink_rate_limit_wait_seconds: Family::default(),
+            config_reloads: Family::default(),
+            build_info: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("spansink");
+        r.register(
+            "receiver_accepted_spans",
+            "Spans accepted from OTLP clients, by protocol",
+            m.receiver_accepted_spans.clone(),
+        );
+        r.register(
+            "receiver_refused_spans",
+            "Spans refused to OTLP clients (the client was told), by protocol and reason",
+            m.receiver_refused_spans.clone(),
+        );
+        r.register(
+            "receiver_requests",
+            "OTLP export requests, by protocol and outcome (`ok`, `partial`, or a refusal reason)",
+            m.receiver_requests.clone(),
+        );
+        r.register(
+            "sink_received_spans",
+            "Spans admitted into a sink's queue",
+            m.sink_received_spans.clone(),
+        );
+        r.register(
+            "sink_sent_spans",
+            "Spans a sink delivered to its backend",
+            m.sink_sent_spans.clone(),
+        );
+        r.register(
+            "sink_failed_spans",
+            "Spans a sink could not deliver after its retries, by reason (`transient`, `permanent`, `timeout`, ...); with a fallback they are also counted in spansink_sink_fallback_spans_total",
+            m.sink_failed_spans.clone(),
+        );
+        r.register(
+            "sink_retried_spans",
+            "Spans sent again after a transient failure (one count per span per retry)",
+            m.sink_retried_spans.clone(),
+        );
+        r.register(
+            "sink_dropped_spans",
+            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `no_fallback`)",
+            m.sink_dropped_spans.clone(),
+        );
+        r.register(
+            "sink_fallback_spans",
+            "Spans a sink handed to its fallback sink",
+            m.sink_fallback_spans.clone(),
+        );
+        r.register_with_unit(
+            "sink_export_duration",
+            "Duration of one export call to the backend (one attempt), by outcome",
+            Unit::Seconds,
+            m.sink_export_duration.clone(),
+        );
+        r.register(
+            "sink_batch_spans",
+            "Spans per exported batch",
+            m.sink_batch_spans.clone(),
+        );
+        r.register(
+            "sink_queue_spans",
+            "Spans waiting in a sink's queue",
+            m.sink_queue_spans.clone(),
+        );
+        r.register_with_unit(
+            "sink_queue",
+            "Encoded bytes waiting in a sink's queue",
+            Unit::Bytes,
+            m.sink_queue_bytes.clone(),
+        );
+        r.register(
+            "sink_queue_capacity_spans",
+            "Capacity of a sink's queue in spans",
+            m.sink_queue_capacity_spans.clone(),
+        );
+        r.register(
+            "sink_inflight_exports",
+            "Export calls in flight for a sink",
+            m.sink_inflight_exports.clone(),
+        );
+        r.register_with_unit(
+            "sink_rate_limit_wait",
+            "Time export calls spent waiting for the rate limiter",
+            Unit::Seconds,
+            m.sink_rate_limit_wait_seconds.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads, by result (a refused config leaves the running one in place)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "build_info",
+            "Build information; the value is always 1",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        m
+    }
+
+    /// A fresh registry with all families, for tests and benchmarks.
+    pub fn for_tests() -> Self {
+        Self::register(&mut Registry::default())
+    }
+
+    pub fn sink(&self, sink: &str) -> SinkLabels {
+        SinkLabels {
+            sink: sink.to_string(),
+        }
+    }
+}
