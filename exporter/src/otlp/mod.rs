@@ -2,6 +2,7 @@
 //! `ExportTraceServiceRequest`, checked once on arrival ([`wire`]) and then passed along
 //! without re-parsing. Not the receivers (see `receiver`) nor span encodings (`encoding`).
 
+pub mod codec;
 pub mod payload;
 pub mod wire;
 
