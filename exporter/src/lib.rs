@@ -8,3 +8,5 @@ pub mod otlp;
 pub mod receiver;
 pub mod sinks;
 pub mod telemetry;
+pub mod app;
+pub mod reload;

@@ -1,1 +1,106 @@
-fn main() {}
+//! `spansink-exporter`: the command line. `run` starts the exporter, `validate` checks a
+//! config exactly as `run` would load it, `bench` measures throughput.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use spansink_config::ExporterConfig;
+use spansink_exporter::app::{self, ConfigSource};
+use spansink_exporter::telemetry::logging;
+
+/// The config used when `run` gets no `--config`: the quickstart (file sink, no
+/// external service), so a fresh checkout runs with one command.
+const EMBEDDED_CONFIG: &str = include_str!("../../examples/quickstart.yaml");
+
+#[derive(Parser)]
+#[command(name = "spansink-exporter", version, about = "Receives OTLP traces and writes them to backends through a configurable sink chain")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the exporter.
+    Run {
+        /// Config file (YAML). Without it, the embedded quickstart config is used.
+        #[arg(long, short, env = "SPANSINK_CONFIG")]
+        config: Option<PathBuf>,
+        /// How often the config file is checked for changes (SIGHUP checks at once).
+        #[arg(long, env = "SPANSINK_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+        watch_interval: Duration,
+    },
+    /// Check a config file exactly as `run` would load it; print every problem with its
+    /// field path and exit non-zero if there is any.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<spansink_config::Duration>().map(|d| d.get())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Run { config, watch_interval } => run(config, watch_interval),
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match ExporterConfig::load(path) {
+        Ok(config) => {
+            let names: Vec<_> = config.sinks.keys().map(String::as_str).collect();
+            println!("{}: valid ({} sink(s): {})", path.display(), names.len(), names.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: Option<PathBuf>, watch_interval: Duration) -> ExitCode {
+    let (config, source) = match &path {
+        Some(p) => (ExporterConfig::load(p), ConfigSource::File(p.clone())),
+        None => (ExporterConfig::from_yaml(EMBEDDED_CONFIG), ConfigSource::Embedded),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    logging::init(config.telemetry.log_format, &config.telemetry.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<()> = runtime.block_on(async move {
+        let running = app::start(config, source, watch_interval).await?;
+        tokio::select! {
+            _ = app::termination_signal() => {}
+            _ = running.failed() => tracing::error!("a server failed; shutting down"),
+        }
+        running.shutdown().await?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exporter stopped with an error");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Assembles and runs one exporter: binds the listeners, builds and starts the sink
+//! chain, serves telemetry, watches the config, and shuts down in order on SIGTERM.
+//! Not the CLI (`main.rs`) and not any data-path logic.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use spansink_config::ExporterConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::{Admit, Chain};
+use crate::receiver::{self, ReceiverLimits};
+use crate::reload::{LiveChain, Reloader};
+use crate::sinks::{self, BuildError};
+use crate::telemetry::{self, Health, Metrics};
+
+/// Why the exporter could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {what} {addr}: {source}; is another process using the port?")]
+    Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error("cannot build the sink chain: {0}")]
+    Build(#[from] BuildError),
+    #[error("{what} server failed: {message}")]
+    Server { what: &'static str, message: String },
+}
+
+/// Where the config came from: a file (watched for changes) or the embedded default.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Embedded,
+}
+
+/// A started exporter. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub grpc_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+    pub telemetry_addr: SocketAddr,
+    pub metrics: Metrics,
+    stop_receivers: CancellationToken,
+    stop_telemetry: CancellationToken,
+    failed: CancellationToken,
+    live: Arc<LiveChain>,
+    health: Arc<Health>,
+    drain_timeout: Duration,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), AppError>>>,
+    telemetry_task: tokio::task::JoinHandle<Result<(), AppError>>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { what, addr: addr.to_string(), source })
+}
+
+fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
+    l.local_addr().ok()
+}
+
+/// Starts everything `config` describes. `source` decides whether the file is watched.
+pub async fn start(config: ExporterConfig, source: ConfigSource, watch_interval: Duration) -> Result<Running, AppError> {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let r = &config.receivers;
+    let health = Arc::new(Health::new(r.grpc.enabled, r.http.enabled));
+
+    // Bind everything first: a port conflict fails the start before any sink is built.
+    let telemetry_listener = bind("telemetry endpoint", &config.telemetry.endpoint).await?;
+    let grpc_listener = if r.grpc.enabled { Some(bind("OTLP gRPC", &r.grpc.endpoint).await?) } else { None };
+    let http_listener = if r.http.enabled { Some(bind("OTLP HTTP", &r.http.endpoint).await?) } else { None };
+
+    let chain = Arc::new(Chain::build(&config, &metrics, &|name, sink| sinks::build(name, sink, &metrics))?);
+    chain.start();
+    health.set_chain_running(true);
+    let live = Arc::new(LiveChain::new(chain));
+    let admit: Arc<dyn Admit> = live.clone();
+
+    // Receivers and the reloader stop first; telemetry last, so metrics stay scrapable
+    // through the drain. `failed` is cancelled when a server dies, so `main` can exit.
+    let stop_receivers = CancellationToken::new();
+    let stop_telemetry = CancellationToken::new();
+    let failed = CancellationToken::new();
+    let telemetry_addr = local_addr(&telemetry_listener).ok_or(AppError::Server {
+        what: "telemetry",
+        message: "listener has no local address".into(),
+    })?;
+    let telemetry_task = {
+        let stop = stop_telemetry.clone();
+        let (registry, health) = (registry.clone(), health.clone());
+        tokio::spawn(async move {
+            telemetry::server::serve(telemetry_listener, registry, health, async move { stop.cancelled().await })
+                .await
+                .map_err(|e| AppError::Server { what: "telemetry", message: e.to_string() })
+        })
+    };
+
+    let limits = ReceiverLimits::from(r);
+    let mut tasks = Vec::new();
+    let grpc_addr = grpc_listener.as_ref().and_then(local_addr);
+    if let Some(listener) = grpc_listener {
+        let (admit, metrics, stop, health) = (admit.clone(), metrics.clone(), stop_receivers.clone(), health.clone());
+        let (limits, failed) = (limits.clone(), failed.clone());
+        health.set_grpc_listening(true);
+        tasks.push(tokio::spawn(async move {
+            let result = receiver::serve_grpc(listener, admit, limits, metrics, async move { stop.cancelled().await }).await;
+            health.set_grpc_listening(false);
+            result.map_err(|e| {
+                failed.cancel();
+                AppError::Server { what: "OTLP gRPC", message: e.to_string() }
+            })
+        }));
+    }
+    let http_addr = http_listener.as_ref().and_then(local_addr);
+    if let Some(listener) = http_listener {
+        let (admit, metrics, stop, health) = (admit.clone(), metrics.clone(), stop_receivers.clone(), health.clone());
+        let failed = failed.clone();
+        health.set_http_listening(true);
+        tasks.push(tokio::spawn(async move {
+            let result = receiver::serve_http(listener, admit, limits, metrics, async move { stop.cancelled().await }).await;
+            health.set_http_listening(false);
+            result.map_err(|e| {
+                failed.cancel();
+                AppError::Server { what: "OTLP HTTP", message: e.to_string() }
+            })
+        }));
+    }
+
+    if let ConfigSource::File(path) = source {
+        let reloader = Reloader {
+            path,
+            interval: watch_interval,
+            live: live.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            running: config.clone(),
+        };
+        let stop = stop_receivers.clone();
+        tasks.push(tokio::spawn(async move {
+            reloader.run(stop).await;
+            Ok(())
+        }));
+    }
+
+    tracing::info!(
+        grpc = ?grpc_addr, http = ?http_addr, telemetry = %telemetry_addr,
+        sinks = ?config.sinks.keys().collect::<Vec<_>>(),
+        "spansink exporter started"
+    );
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        telemetry_addr,
+        metrics,
+        stop_receivers,
+        stop_telemetry,
+        failed,
+        live,
+        health,
+        drain_timeout: config.shutdown.drain_timeout.get(),
+        tasks,
+        telemetry_task,
+    })
+}
+
+impl Running {
+    /// Resolves when a receiver or the telemetry server died; the exporter should stop.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await
+    }
+
+    /// The chain receivers admit into (for tests and the benchmark).
+    pub fn live_chain(&self) -> Arc<LiveChain> {
+        self.live.clone()
+    }
+
+    /// Stops in the order that loses nothing: refuse new work (not ready, receivers
+    /// finish in-flight requests and close), deliver what is queued within the drain
+    /// deadline, flush sinks, then stop telemetry last so the final metrics can be scraped
+    /// until the end.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        tracing::info!("shutting down: receivers stop accepting, queues drain");
+        self.health.set_chain_running(false);
+        self.stop_receivers.cancel();
+        let mut first_error = None;
+        for task in self.tasks {
+            match task.await {
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "component failed during shutdown");
+                    first_error.get_or_insert(e);
+                }
+                Ok(Ok(())) => {}
+                Err(e) => tracing::error!(error = %e, "component task panicked"),
+            }
+        }
+        let report = self.live.drain(self.drain_timeout).await;
+        tracing::info!(?report, "sink chain drained; exiting");
+        self.stop_telemetry.cancel();
+        let _ = self.telemetry_task.await;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
