@@ -1,1 +1,214 @@
+//! Harness for spansink's end-to-end tests: runs the real `spansink-exporter` binary on
+//! free loopback ports with a ConfigMap-style config mount, and reads back what it wrote.
+//! Not for unit tests of library code: those live next to the code.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the exporter binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// The exporter binary built by cargo beside this test executable.
+pub fn exporter_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/spansink-exporter
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let bin = dir.join(format!("spansink-exporter{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p spansink-exporter` (tests/run-all.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The Python interpreter of the test virtualenv (official OpenTelemetry SDK installed).
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("SPANSINK_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
+        panic!("SPANSINK_PYTHON is not set: run the suite with `bash tests/run-all.sh`, which creates the virtualenv")
+    });
+    assert!(path.exists(), "SPANSINK_PYTHON={} does not exist; run tests/run-all.sh", path.display());
+    path
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running exporter process with its own directory, ports and config mount.
+pub struct Exporter {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub telemetry_port: u16,
+    generation: u32,
+}
+
+impl Exporter {
+    /// Starts the exporter with `sinks` (the YAML of the `sinks:` map, indented by two
+    /// spaces) and waits until `/readyz` answers 200.
+    pub fn start(sinks: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut exporter = Exporter {
+            child: None,
+            dir,
+            grpc_port: free_port(),
+            http_port: free_port(),
+            telemetry_port: free_port(),
+            generation: 0,
+        };
+        exporter.write_config(&exporter.config_text(sinks));
+        let log = std::fs::File::create(exporter.log_path()).expect("log file");
+        let child = Command::new(exporter_binary())
+            .args(["run", "--config", "config/config.yaml", "--watch-interval", "200ms"])
+            .current_dir(exporter.dir.path())
+            .env("RUST_LOG", "info,spansink_exporter=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn spansink-exporter");
+        exporter.child = Some(child);
+        let ready = wait_for(Duration::from_secs(30), || exporter.get("/readyz").filter(|(s, _)| *s == 200));
+        assert!(ready.is_some(), "exporter did not become ready; log:\n{}", exporter.log());
+        exporter
+    }
+
+    /// A full config with this exporter's ports and the given sinks.
+    pub fn config_text(&self, sinks: &str) -> String {
+        format!(
+            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'}}\n  http: {{endpoint: '127.0.0.1:{}'}}\ntelemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n{sinks}",
+            self.grpc_port, self.http_port, self.telemetry_port
+        )
+    }
+
+    /// Writes the config the way the kubelet updates a ConfigMap volume: a new timestamped
+    /// directory, then an atomic rename of the `..data` symlink.
+    pub fn write_config(&mut self, text: &str) {
+        let mount = self.dir.path().join("config");
+        std::fs::create_dir_all(&mount).expect("config dir");
+        self.generation += 1;
+        let version = format!("..v{}", self.generation);
+        std::fs::create_dir_all(mount.join(&version)).expect("version dir");
+        std::fs::write(mount.join(&version).join("config.yaml"), text).expect("write config");
+        let tmp = mount.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&version, &tmp).expect("symlink ..data_tmp");
+        std::fs::rename(&tmp, mount.join("..data")).expect("swap ..data");
+        let link = mount.join("config.yaml");
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink("..data/config.yaml", &link).expect("symlink config.yaml");
+        }
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("exporter.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn grpc_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn http_traces_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
+    }
+
+    /// GET on the telemetry port: (status, body), or None if it did not answer.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://127.0.0.1:{}{path}", self.telemetry_port);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async {
+            let resp = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+            let status = resp.status().as_u16();
+            Some((status, resp.text().await.ok()?))
+        })
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `spansink_sink_sent_spans_total{sink="main"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("exporter is running");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = wait_for(timeout, || child.try_wait().ok().flatten());
+        match status {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                panic!("exporter did not exit within {timeout:?} after SIGTERM; log:\n{}", self.log());
+            }
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every JSON line of every file in `dir` whose name starts with `prefix` (rotated files
+/// included; `.gz` files are inflated).
+pub fn read_json_lines(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(&path) else { continue };
+        let text = if name.ends_with(".gz") {
+            use std::io::Read;
+            let mut s = String::new();
+            let _ = flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_string(&mut s);
+            s
+        } else {
+            String::from_utf8_lossy(&raw).into_owned()
+        };
+        // A line still being written has no newline yet; only complete lines count.
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None => "",
+        };
+        out.extend(complete.lines().filter(|l| !l.is_empty()).map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display()))
+        }));
+    }
+    out
+}
