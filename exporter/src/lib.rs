@@ -10,3 +10,4 @@ pub mod sinks;
 pub mod telemetry;
 pub mod app;
 pub mod reload;
+pub mod bench;

@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use spansink_config::ExporterConfig;
 use spansink_exporter::app::{self, ConfigSource};
+use spansink_exporter::bench::BenchSpec;
+use spansink_exporter::bench::load::LoadProtocol;
+use spansink_exporter::bench::workload::Workload;
 use spansink_exporter::telemetry::logging;
 
 /// The config used when `run` gets no `--config`: the quickstart (file sink, no
@@ -38,6 +41,24 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Benchmark a pipeline: start the exporter on CONFIG (ports moved to free loopback
+    /// ones), load it, print spans/s, exporter CPU per million spans, peak RSS and the
+    /// prost-decode ceiling for the same requests.
+    Bench {
+        #[arg(long, short, default_value = "examples/blackhole.yaml")]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "grpc")]
+        protocol: LoadProtocol,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 512)]
+        spans_per_request: usize,
+        #[arg(long, default_value_t = 10)]
+        attributes: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -49,6 +70,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Run { config, watch_interval } => run(config, watch_interval),
+        Command::Bench { config, protocol, concurrency, spans_per_request, attributes, duration } => {
+            let spec = BenchSpec {
+                config,
+                protocol,
+                concurrency,
+                duration,
+                workload: Workload { spans_per_request, attributes_per_span: attributes },
+            };
+            bench(&spec)
+        }
+    }
+}
+
+fn bench(spec: &BenchSpec) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(spansink_exporter::bench::run(spec)) {
+        Ok(report) => {
+            report.print(spec);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
