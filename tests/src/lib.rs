@@ -212,3 +212,29 @@ pub fn read_json_lines(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
     }
     out
 }
+
+/// Sends each request over OTLP/gRPC (blocking) and returns how many spans the exporter
+/// accepted; panics on any refusal, since these tests run well below queue limits.
+pub fn send_grpc(endpoint: &str, requests: &[opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest]) -> usize {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(endpoint.to_string()).await.expect("connect to exporter");
+        let mut accepted = 0;
+        for r in requests {
+            let resp = client.export(r.clone()).await.unwrap_or_else(|s| panic!("export refused: {s:?}"));
+            let rejected = resp.get_ref().partial_success.as_ref().map_or(0, |p| p.rejected_spans as usize);
+            accepted += span_count(r) - rejected;
+        }
+        accepted
+    })
+}
+
+pub fn span_count(r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest) -> usize {
+    r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|s| s.spans.len()).sum()
+}
+
+/// Span ids (hex) found in JSON lines.
+pub fn span_ids(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    lines.iter().filter_map(|l| l["span_id"].as_str().map(str::to_owned)).collect()
+}
