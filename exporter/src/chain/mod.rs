@@ -4,6 +4,14 @@
 //! Each policy is one small type in its own file that wraps a [`SharedSink`] and knows
 //! nothing of the others; the order is decided in one place, the chain builder.
 
+pub mod batch;
+pub mod queue;
+#[cfg(test)]
+mod test_sinks;
+
+pub use batch::{Batcher, ReadyBatch};
+pub use queue::{EntryId, MemoryQueue, QueueEntry, SpanQueue};
+
 use std::time::Duration;
 
 use async_trait::async_trait;
