@@ -5,12 +5,20 @@
 //! nothing of the others; the order is decided in one place, the chain builder.
 
 pub mod batch;
+pub mod monitor;
 pub mod queue;
+pub mod rate_limit;
+pub mod retry;
 #[cfg(test)]
 mod test_sinks;
+pub mod timeout;
 
 pub use batch::{Batcher, ReadyBatch};
+pub use monitor::Monitor;
 pub use queue::{EntryId, MemoryQueue, QueueEntry, SpanQueue};
+pub use rate_limit::RateLimit;
+pub use retry::Retry;
+pub use timeout::Timeout;
 
 use std::time::Duration;
 
