@@ -5,6 +5,8 @@
 //! nothing of the others; the order is decided in one place, the chain builder.
 
 pub mod batch;
+pub mod fallback;
+pub mod filter;
 pub mod monitor;
 pub mod queue;
 pub mod rate_limit;
@@ -12,13 +14,17 @@ pub mod retry;
 #[cfg(test)]
 mod test_sinks;
 pub mod timeout;
+pub mod worker;
 
 pub use batch::{Batcher, ReadyBatch};
+pub use fallback::Fallback;
+pub use filter::{Filtered, SpanFilter};
 pub use monitor::Monitor;
 pub use queue::{EntryId, MemoryQueue, QueueEntry, SpanQueue};
 pub use rate_limit::RateLimit;
 pub use retry::Retry;
 pub use timeout::Timeout;
+pub use worker::Worker;
 
 use std::time::Duration;
 
