@@ -94,7 +94,7 @@ impl SpanFilter {
 fn matches(m: &SpanMatch, service: Option<&str>, resource: &[KeyValue], span: &Span) -> bool {
     let service_ok =
         m.services.is_empty() || service.is_some_and(|s| m.services.iter().any(|x| x == s));
-    let name_ok = m.span_names.is_empty() || m.span_names.iter().any(|n| *n == span.name);
+    let name_ok = m.span_names.is_empty() || m.span_names.contains(&span.name);
     let attribute_ok = m.attributes.is_empty()
         || m.attributes
             .iter()

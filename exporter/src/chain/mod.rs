@@ -5,7 +5,9 @@
 //! nothing of the others; the order is decided in one place, the chain builder.
 
 pub mod batch;
+pub mod builder;
 pub mod fallback;
+pub mod fanout;
 pub mod filter;
 pub mod monitor;
 pub mod queue;
@@ -17,7 +19,9 @@ pub mod timeout;
 pub mod worker;
 
 pub use batch::{Batcher, ReadyBatch};
+pub use builder::{Chain, DrainReport};
 pub use fallback::Fallback;
+pub use fanout::{FanOut, SinkInput};
 pub use filter::{Filtered, SpanFilter};
 pub use monitor::Monitor;
 pub use queue::{EntryId, MemoryQueue, QueueEntry, SpanQueue};

@@ -440,7 +440,8 @@ mod tests {
     async fn blocked_pushers_are_served_in_arrival_order() {
         let m = Metrics::for_tests();
         let q = Arc::new(MemoryQueue::new("s", &config(10, WhenFull::Block), &m));
-        q.push(trace_data("full", 10)).await.unwrap();
+        q.push(trace_data("first", 5)).await.unwrap();
+        q.push(trace_data("second", 5)).await.unwrap();
         let big = tokio::spawn({
             let q = q.clone();
             async move { q.push(trace_data("big", 9)).await }
@@ -451,10 +452,15 @@ mod tests {
             async move { q.push(trace_data("small", 1)).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
+
+        // Room for the small one only: it must not overtake the big one waiting before it.
+        q.pop().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 5);
+
         q.pop().await.unwrap();
         big.await.unwrap().unwrap();
         small.await.unwrap().unwrap();
-        // Both fit once the queue emptied; the one that waited longer went first.
         assert_eq!(q.pop().await.unwrap().data.span_count(), 9);
         assert_eq!(q.pop().await.unwrap().data.span_count(), 1);
     }
