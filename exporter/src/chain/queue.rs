@@ -10,6 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use spansink_config::{QueueConfig, WhenFull};
 use tokio::sync::Notify;
@@ -98,11 +99,13 @@ struct State {
     closed: bool,
 }
 
+/// This queue's series, resolved once: pushes are per request and should not look up
+/// label sets each time.
 struct QueueMetrics {
-    metrics: Metrics,
-    sink: String,
     spans: Gauge,
     bytes: Gauge,
+    received: Counter,
+    dropped_oldest: Counter,
 }
 
 impl QueueMetrics {
@@ -119,20 +122,11 @@ impl QueueMetrics {
     }
 
     fn received(&self, spans: usize) {
-        self.metrics
-            .sink_received_spans
-            .get_or_create(&self.metrics.sink(&self.sink))
-            .inc_by(spans as u64);
+        self.received.inc_by(spans as u64);
     }
 
     fn dropped_oldest(&self, spans: usize) {
-        self.metrics
-            .sink_dropped_spans
-            .get_or_create(&SinkReasonLabels {
-                sink: self.sink.clone(),
-                reason: "queue_full",
-            })
-            .inc_by(spans as u64);
+        self.dropped_oldest.inc_by(spans as u64);
     }
 }
 
@@ -185,8 +179,14 @@ impl MemoryQueue {
             metrics: QueueMetrics {
                 spans: metrics.sink_queue_spans.get_or_create(&labels).clone(),
                 bytes: metrics.sink_queue_bytes.get_or_create(&labels).clone(),
-                metrics: metrics.clone(),
-                sink: sink.to_string(),
+                received: metrics.sink_received_spans.get_or_create(&labels).clone(),
+                dropped_oldest: metrics
+                    .sink_dropped_spans
+                    .get_or_create(&SinkReasonLabels {
+                        sink: sink.to_string(),
+                        reason: "queue_full",
+                    })
+                    .clone(),
             },
         }
     }
