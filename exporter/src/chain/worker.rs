@@ -132,7 +132,7 @@ impl Exporter {
                 match &self.fallback {
                     Some(fallback) => {
                         tracing::warn!(sink = %self.sink, spans, fallback = %fallback,
-                        error = %error, "export failed; batch handed to the fallback sink")
+                        error = %error, "export failed; batch offered to the fallback sink")
                     }
                     None => {
                         self.count(&self.metrics.sink_dropped_spans, "no_fallback", spans);
