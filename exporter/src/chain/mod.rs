@@ -4,6 +4,32 @@
 //! Each policy is one small type in its own file that wraps a [`SharedSink`] and knows
 //! nothing of the others; the order is decided in one place, the chain builder.
 
+pub mod batch;
+pub mod builder;
+pub mod fallback;
+pub mod fanout;
+pub mod filter;
+pub mod monitor;
+pub mod queue;
+pub mod rate_limit;
+pub mod retry;
+#[cfg(test)]
+mod test_sinks;
+pub mod timeout;
+pub mod worker;
+
+pub use batch::{Batcher, ReadyBatch};
+pub use builder::{Chain, DrainReport};
+pub use fallback::Fallback;
+pub use fanout::{FanOut, SinkInput};
+pub use filter::{Filtered, SpanFilter};
+pub use monitor::Monitor;
+pub use queue::{EntryId, MemoryQueue, QueueEntry, SpanQueue};
+pub use rate_limit::RateLimit;
+pub use retry::Retry;
+pub use timeout::Timeout;
+pub use worker::Worker;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

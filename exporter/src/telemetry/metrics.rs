@@ -154,7 +154,7 @@ impl Metrics {
         );
         r.register(
             "sink_failed_spans",
-            "Spans a sink could not deliver after its retries, by reason (`transient`, `permanent`, `timeout`, ...); with a fallback they are also counted in spansink_sink_fallback_spans_total",
+            "Spans a sink could not deliver after its retries, by the error's reason (`timeout`, `unavailable`, `io`, ...); each is also counted once in spansink_sink_fallback_spans_total (handed to the fallback) or spansink_sink_dropped_spans_total (`no_fallback`, `fallback_refused`)",
             m.sink_failed_spans.clone(),
         );
         r.register(
@@ -164,7 +164,7 @@ impl Metrics {
         );
         r.register(
             "sink_dropped_spans",
-            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `no_fallback`)",
+            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `no_fallback`, `fallback_refused`, `malformed`)",
             m.sink_dropped_spans.clone(),
         );
         r.register(

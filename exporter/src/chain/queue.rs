@@ -1,0 +1,574 @@
+//! The bounded queue in front of each sink ([`SpanQueue`]) and its in-memory form
+//! ([`MemoryQueue`]). Not batching or delivery: the worker pops, exports and commits.
+//!
+//! The trait is shaped for a durable queue too: entries have ids, and the consumer
+//! `commit`s an entry only once it was delivered, handed to a fallback or given up, so a
+//! disk queue can forget it then (and replay what was never committed after a crash).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use spansink_config::{QueueConfig, WhenFull};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Refusal;
+use crate::otlp::TraceData;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::SinkReasonLabels;
+
+/// How long a refused client is asked to wait. A queue drains in about a batch's export
+/// time; one second is long enough not to hammer a full queue and short enough to keep
+/// latency low. (OTLP clients add their own backoff on top.)
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Identifies one pushed request within its queue, in push order.
+pub type EntryId = u64;
+
+/// One request taken from a queue, to be committed once the consumer is done with it.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub id: EntryId,
+    pub data: TraceData,
+}
+
+/// A sink's queue: bounded, closable, with at-least-once hand-over to its consumer.
+///
+/// Implementations count `sink_received_spans` for what they admit and keep the
+/// `sink_queue_*` gauges current.
+#[async_trait]
+pub trait SpanQueue: Send + Sync {
+    /// Adds a request, or refuses it whole (according to the queue's `when_full`).
+    async fn push(&self, data: TraceData) -> Result<(), Refusal>;
+
+    /// The oldest entry not yet handed out, waiting for one if the queue is empty.
+    /// `None` once the queue is closed and nothing is left. Cancel-safe: dropping the
+    /// future loses nothing.
+    async fn pop(&self) -> Option<QueueEntry>;
+
+    /// The consumer is done with entry `id` (delivered, handed on, or given up). Until
+    /// then the entry counts as pending. Entries may be committed in any order.
+    async fn commit(&self, id: EntryId);
+
+    /// Refuses further pushes (`Refusal::ShuttingDown`, also for pushes waiting for
+    /// room); `pop` still hands out what is left, then returns `None`.
+    fn close(&self);
+
+    /// Spans pushed and not yet committed (queued or in the consumer's hands).
+    fn pending_spans(&self) -> usize;
+
+    /// The consumer stopped for good (shutdown deadline): forgets every pending entry and
+    /// returns how many spans are thereby lost. A durable queue keeps them for the next
+    /// start and returns 0.
+    fn abandon(&self) -> usize;
+}
+
+/// A [`SpanQueue`] in memory, bounded by spans and bytes of entries not yet handed out.
+/// What the consumer holds is bounded separately (batch size times concurrent exports).
+pub struct MemoryQueue {
+    sink: String,
+    max_spans: usize,
+    max_bytes: usize,
+    when_full: WhenFull,
+    block_timeout: Duration,
+    // A std mutex: the critical sections are a few field updates and never await, and
+    // it keeps `close`/`pending_spans` synchronous. Waiting is done on the `Notify`s.
+    state: Mutex<State>,
+    /// Wakes consumers waiting in `pop` (on push and on close).
+    entry_added: Notify,
+    /// Wakes the blocked pusher at the head of the line (on pop, eviction and close).
+    room_made: Notify,
+    /// `when_full: block` serves waiting pushers in arrival order (tokio's mutex is
+    /// fair): a large request is not starved by small ones slipping in ahead of it.
+    push_line: tokio::sync::Mutex<()>,
+    metrics: QueueMetrics,
+}
+
+#[derive(Default)]
+struct State {
+    entries: VecDeque<QueueEntry>,
+    spans: usize,
+    bytes: usize,
+    /// Handed out, not yet committed: id -> spans.
+    unacked: HashMap<EntryId, usize>,
+    next_id: EntryId,
+    closed: bool,
+}
+
+/// This queue's series, resolved once: pushes are per request and should not look up
+/// label sets each time.
+struct QueueMetrics {
+    spans: Gauge,
+    bytes: Gauge,
+    received: Counter,
+    dropped_oldest: Counter,
+}
+
+impl QueueMetrics {
+    /// Gauges move by deltas, not `set`, so two generations of a sink's queue (old one
+    /// draining during a reload, new one filling) add up instead of overwriting.
+    fn add(&self, spans: usize, bytes: usize) {
+        self.spans.inc_by(gauge_value(spans));
+        self.bytes.inc_by(gauge_value(bytes));
+    }
+
+    fn remove(&self, spans: usize, bytes: usize) {
+        self.spans.dec_by(gauge_value(spans));
+        self.bytes.dec_by(gauge_value(bytes));
+    }
+
+    fn received(&self, spans: usize) {
+        self.received.inc_by(spans as u64);
+    }
+
+    fn dropped_oldest(&self, spans: usize) {
+        self.dropped_oldest.inc_by(spans as u64);
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl State {
+    /// Whether a request fits. An empty queue takes anything, so a request larger than
+    /// the whole capacity can still get through (alone).
+    fn fits(&self, spans: usize, bytes: usize, max_spans: usize, max_bytes: usize) -> bool {
+        self.entries.is_empty()
+            || (self.spans + spans <= max_spans && self.bytes + bytes <= max_bytes)
+    }
+
+    fn insert(&mut self, data: TraceData) {
+        self.spans += data.span_count();
+        self.bytes += data.encoded_len();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.entries.push_back(QueueEntry { id, data });
+    }
+
+    fn take_oldest(&mut self) -> Option<QueueEntry> {
+        let entry = self.entries.pop_front()?;
+        self.spans -= entry.data.span_count();
+        self.bytes -= entry.data.encoded_len();
+        Some(entry)
+    }
+}
+
+impl MemoryQueue {
+    pub fn new(sink: &str, config: &QueueConfig, metrics: &Metrics) -> Self {
+        let labels = metrics.sink(sink);
+        let max_spans = usize::try_from(config.max_spans).unwrap_or(usize::MAX);
+        metrics
+            .sink_queue_capacity_spans
+            .get_or_create(&labels)
+            .set(gauge_value(max_spans));
+        Self {
+            sink: sink.to_string(),
+            max_spans,
+            max_bytes: config.max_bytes.as_usize(),
+            when_full: config.when_full,
+            block_timeout: config.block_timeout.get(),
+            state: Mutex::new(State::default()),
+            entry_added: Notify::new(),
+            room_made: Notify::new(),
+            push_line: tokio::sync::Mutex::new(()),
+            metrics: QueueMetrics {
+                spans: metrics.sink_queue_spans.get_or_create(&labels).clone(),
+                bytes: metrics.sink_queue_bytes.get_or_create(&labels).clone(),
+                received: metrics.sink_received_spans.get_or_create(&labels).clone(),
+                dropped_oldest: metrics
+                    .sink_dropped_spans
+                    .get_or_create(&SinkReasonLabels {
+                        sink: sink.to_string(),
+                        reason: "queue_full",
+                    })
+                    .clone(),
+            },
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain counters behind; keep going.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shutting_down() -> Refusal {
+        Refusal::ShuttingDown {
+            retry_after: RETRY_AFTER,
+        }
+    }
+
+    /// Inserts `data` if it fits; gives it back otherwise.
+    fn try_insert(&self, data: TraceData) -> Result<Result<(), TraceData>, Refusal> {
+        let (spans, bytes) = (data.span_count(), data.encoded_len());
+        let mut state = self.state();
+        if state.closed {
+            return Err(Self::shutting_down());
+        }
+        if !state.fits(spans, bytes, self.max_spans, self.max_bytes) {
+            return Ok(Err(data));
+        }
+        state.insert(data);
+        self.metrics.add(spans, bytes);
+        drop(state);
+        self.metrics.received(spans);
+        self.entry_added.notify_waiters();
+        Ok(Ok(()))
+    }
+
+    fn push_or_reject(&self, data: TraceData) -> Result<(), Refusal> {
+        match self.try_insert(data)? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Refusal::QueueFull {
+                sink: self.sink.clone(),
+                retry_after: RETRY_AFTER,
+            }),
+        }
+    }
+
+    fn push_dropping_oldest(&self, data: TraceData) -> Result<(), Refusal> {
+        let (spans, bytes) = (data.span_count(), data.encoded_len());
+        let mut state = self.state();
+        if state.closed {
+            return Err(Self::shutting_down());
+        }
+        let mut evicted = (0, 0);
+        while !state.fits(spans, bytes, self.max_spans, self.max_bytes) {
+            let Some(old) = state.take_oldest() else {
+                break;
+            };
+            evicted.0 += old.data.span_count();
+            evicted.1 += old.data.encoded_len();
+        }
+        state.insert(data);
+        self.metrics.remove(evicted.0, evicted.1);
+        self.metrics.add(spans, bytes);
+        drop(state);
+        if evicted.0 > 0 {
+            self.metrics.dropped_oldest(evicted.0);
+            tracing::debug!(sink = %self.sink, spans = evicted.0, "queue full: dropped oldest spans");
+        }
+        self.metrics.received(spans);
+        self.entry_added.notify_waiters();
+        Ok(())
+    }
+
+    async fn push_or_wait(&self, data: TraceData) -> Result<(), Refusal> {
+        let deadline = Instant::now() + self.block_timeout;
+        let backpressure = || Refusal::Backpressure {
+            sink: self.sink.clone(),
+            retry_after: RETRY_AFTER,
+        };
+        // Take a place in line; with nobody waiting this does not suspend.
+        let _turn = match self.push_line.try_lock() {
+            Ok(turn) => turn,
+            Err(_) => tokio::time::timeout_at(deadline, self.push_line.lock())
+                .await
+                .map_err(|_| backpressure())?,
+        };
+        let mut data = data;
+        loop {
+            // Register for the wake-up before checking, so a pop between the check and
+            // the wait is not missed.
+            let room = self.room_made.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_insert(data)? {
+                Ok(()) => return Ok(()),
+                Err(back) => data = back,
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                return Err(backpressure());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SpanQueue for MemoryQueue {
+    async fn push(&self, data: TraceData) -> Result<(), Refusal> {
+        match self.when_full {
+            WhenFull::Block => self.push_or_wait(data).await,
+            WhenFull::Reject => self.push_or_reject(data),
+            WhenFull::DropOldest => self.push_dropping_oldest(data),
+        }
+    }
+
+    async fn pop(&self) -> Option<QueueEntry> {
+        loop {
+            let added = self.entry_added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            {
+                let mut state = self.state();
+                if let Some(entry) = state.take_oldest() {
+                    let (spans, bytes) = (entry.data.span_count(), entry.data.encoded_len());
+                    state.unacked.insert(entry.id, spans);
+                    self.metrics.remove(spans, bytes);
+                    drop(state);
+                    self.room_made.notify_waiters();
+                    return Some(entry);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            added.await;
+        }
+    }
+
+    async fn commit(&self, id: EntryId) {
+        self.state().unacked.remove(&id);
+    }
+
+    fn close(&self) {
+        self.state().closed = true;
+        self.entry_added.notify_waiters();
+        self.room_made.notify_waiters();
+    }
+
+    fn pending_spans(&self) -> usize {
+        let state = self.state();
+        state.spans + state.unacked.values().sum::<usize>()
+    }
+
+    fn abandon(&self) -> usize {
+        let mut state = self.state();
+        state.closed = true;
+        let lost = state.spans + state.unacked.values().sum::<usize>();
+        self.metrics.remove(state.spans, state.bytes);
+        state.entries.clear();
+        state.unacked.clear();
+        state.spans = 0;
+        state.bytes = 0;
+        drop(state);
+        self.entry_added.notify_waiters();
+        self.room_made.notify_waiters();
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use spansink_config::ByteSize;
+
+    use super::*;
+    use crate::chain::test_sinks::trace_data;
+
+    fn config(max_spans: u64, when_full: WhenFull) -> QueueConfig {
+        QueueConfig {
+            max_spans,
+            max_bytes: ByteSize::mib(64),
+            when_full,
+            block_timeout: spansink_config::Duration::from_secs(5),
+        }
+    }
+
+    fn gauge(
+        family: &prometheus_client::metrics::family::Family<
+            crate::telemetry::metrics::SinkLabels,
+            Gauge,
+        >,
+        m: &Metrics,
+    ) -> i64 {
+        family.get_or_create(&m.sink("s")).get()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hands_out_in_order_with_ids_and_counts_until_commit() {
+        let m = Metrics::for_tests();
+        let q = MemoryQueue::new("s", &config(100, WhenFull::Block), &m);
+        q.push(trace_data("a", 3)).await.unwrap();
+        q.push(trace_data("b", 4)).await.unwrap();
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 7);
+        assert!(gauge(&m.sink_queue_bytes, &m) > 0);
+        assert_eq!(gauge(&m.sink_queue_capacity_spans, &m), 100);
+        assert_eq!(m.sink_received_spans.get_or_create(&m.sink("s")).get(), 7);
+
+        let first = q.pop().await.unwrap();
+        let second = q.pop().await.unwrap();
+        assert_eq!(first.data.span_count(), 3);
+        assert!(second.id > first.id);
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 0);
+        assert_eq!(gauge(&m.sink_queue_bytes, &m), 0);
+        assert_eq!(q.pending_spans(), 7, "handed out but not committed");
+        q.commit(second.id).await;
+        q.commit(first.id).await;
+        assert_eq!(q.pending_spans(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn block_waits_for_room_then_answers_backpressure() {
+        let m = Metrics::for_tests();
+        let q = Arc::new(MemoryQueue::new("s", &config(10, WhenFull::Block), &m));
+        q.push(trace_data("a", 8)).await.unwrap();
+
+        // Room appears after 2 s: the blocked push goes through.
+        let consumer = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                q.pop().await
+            })
+        };
+        let start = Instant::now();
+        q.push(trace_data("b", 5)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert!(consumer.await.unwrap().is_some());
+
+        // Nobody pops: refused after block_timeout, and nothing of it was kept.
+        let start = Instant::now();
+        let refusal = q.push(trace_data("c", 6)).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(
+            refusal,
+            Refusal::Backpressure {
+                sink: "s".into(),
+                retry_after: RETRY_AFTER
+            }
+        );
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blocked_pushers_are_served_in_arrival_order() {
+        let m = Metrics::for_tests();
+        let q = Arc::new(MemoryQueue::new("s", &config(10, WhenFull::Block), &m));
+        q.push(trace_data("first", 5)).await.unwrap();
+        q.push(trace_data("second", 5)).await.unwrap();
+        let big = tokio::spawn({
+            let q = q.clone();
+            async move { q.push(trace_data("big", 9)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let small = tokio::spawn({
+            let q = q.clone();
+            async move { q.push(trace_data("small", 1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+
+        // Room for the small one only: it must not overtake the big one waiting before it.
+        q.pop().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 5);
+
+        q.pop().await.unwrap();
+        big.await.unwrap().unwrap();
+        small.await.unwrap().unwrap();
+        assert_eq!(q.pop().await.unwrap().data.span_count(), 9);
+        assert_eq!(q.pop().await.unwrap().data.span_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reject_refuses_at_once_when_full() {
+        let m = Metrics::for_tests();
+        let q = MemoryQueue::new("s", &config(10, WhenFull::Reject), &m);
+        q.push(trace_data("a", 6)).await.unwrap();
+        let start = Instant::now();
+        let refusal = q.push(trace_data("b", 5)).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(refusal.reason(), "queue_full");
+        q.push(trace_data("c", 4)).await.unwrap();
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 10);
+        assert_eq!(m.sink_received_spans.get_or_create(&m.sink("s")).get(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drop_oldest_evicts_and_counts() {
+        let m = Metrics::for_tests();
+        let q = MemoryQueue::new("s", &config(10, WhenFull::DropOldest), &m);
+        q.push(trace_data("a", 4)).await.unwrap();
+        q.push(trace_data("b", 4)).await.unwrap();
+        q.push(trace_data("c", 5)).await.unwrap(); // evicts "a" only: 4 + 5 fits
+        let dropped = m
+            .sink_dropped_spans
+            .get_or_create(&SinkReasonLabels {
+                sink: "s".into(),
+                reason: "queue_full",
+            })
+            .get();
+        assert_eq!(dropped, 4);
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 9);
+        assert_eq!(q.pop().await.unwrap().data.span_count(), 4);
+        assert_eq!(q.pop().await.unwrap().data.span_count(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversized_request_is_admitted_only_into_an_empty_queue() {
+        let m = Metrics::for_tests();
+        let q = MemoryQueue::new("s", &config(10, WhenFull::Reject), &m);
+        q.push(trace_data("a", 1)).await.unwrap();
+        assert!(q.push(trace_data("huge", 25)).await.is_err());
+        q.pop().await.unwrap();
+        q.push(trace_data("huge", 25)).await.unwrap();
+        assert!(q.push(trace_data("b", 1)).await.is_err());
+
+        let bytes = QueueConfig {
+            max_bytes: ByteSize(1024),
+            ..config(1000, WhenFull::Reject)
+        };
+        let q = MemoryQueue::new("t", &bytes, &m);
+        let big = trace_data("big", 50);
+        assert!(big.encoded_len() > 1024);
+        q.push(big.clone()).await.unwrap();
+        assert!(q.push(trace_data("b", 1)).await.is_err(), "bytes bound too");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_refuses_pushes_and_drains_what_is_left() {
+        let m = Metrics::for_tests();
+        let q = Arc::new(MemoryQueue::new("s", &config(10, WhenFull::Block), &m));
+        q.push(trace_data("a", 10)).await.unwrap();
+        let blocked = tokio::spawn({
+            let q = q.clone();
+            async move { q.push(trace_data("b", 1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        q.close();
+        assert_eq!(
+            blocked.await.unwrap().unwrap_err().reason(),
+            "shutting_down"
+        );
+        assert_eq!(
+            q.push(trace_data("c", 1)).await.unwrap_err().reason(),
+            "shutting_down"
+        );
+        assert_eq!(q.pop().await.unwrap().data.span_count(), 10);
+        assert!(q.pop().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_wakes_a_waiting_consumer() {
+        let m = Metrics::for_tests();
+        let q = Arc::new(MemoryQueue::new("s", &config(10, WhenFull::Block), &m));
+        let consumer = tokio::spawn({
+            let q = q.clone();
+            async move { q.pop().await }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        q.close();
+        assert!(consumer.await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn abandon_reports_everything_uncommitted_as_lost() {
+        let m = Metrics::for_tests();
+        let q = MemoryQueue::new("s", &config(100, WhenFull::Block), &m);
+        q.push(trace_data("a", 3)).await.unwrap();
+        q.push(trace_data("b", 4)).await.unwrap();
+        q.push(trace_data("c", 5)).await.unwrap();
+        let a = q.pop().await.unwrap();
+        q.commit(a.id).await;
+        q.pop().await.unwrap(); // "b" in the consumer's hands, never committed
+        assert_eq!(q.abandon(), 9);
+        assert_eq!(gauge(&m.sink_queue_spans, &m), 0);
+        assert_eq!(q.pending_spans(), 0);
+        assert!(q.pop().await.is_none());
+    }
+}
