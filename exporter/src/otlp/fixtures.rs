@@ -247,6 +247,9 @@ fn http_attribute(i: usize, a: usize) -> KeyValue {
             "server.duration_ms",
             Value::DoubleValue(3.5 + (i % 10) as f64),
         ),
-        _ => attribute(&format!("app.flag.{a}"), Value::BoolValue(i.is_multiple_of(2))),
+        _ => attribute(
+            &format!("app.flag.{a}"),
+            Value::BoolValue(i.is_multiple_of(2)),
+        ),
     }
 }
