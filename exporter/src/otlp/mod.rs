@@ -3,6 +3,7 @@
 //! without re-parsing. Not the receivers (see `receiver`) nor span encodings (`encoding`).
 
 pub mod codec;
+pub mod fixtures;
 pub mod payload;
 pub mod wire;
 

@@ -1,1 +1,220 @@
-//! OTLP receivers.
+//! OTLP receivers: gRPC (`TraceService/Export`) and HTTP (`POST /v1/traces`, protobuf and
+//! JSON), each checking requests against the size limits and the wire format, handing them
+//! to the chain through [`Admit`] and answering what the chain said. Not the chain itself.
+//!
+//! Metrics (`spansink_receiver_*`, label `protocol`): `requests{reason}` counts every export
+//! request by outcome: `ok`, `partial` (a filter rejected some spans), `malformed`,
+//! `too_large` (over `max_request_size` on the wire), `decompression` (corrupt, or inflating
+//! beyond `max_decompressed_size`), `unsupported_media_type`, `queue_full`, `backpressure`,
+//! `shutting_down`. `accepted_spans` counts spans taken; `refused_spans{reason}` spans whose
+//! count is known when refused (`filtered` for partial success, or the chain's refusal).
+
+mod answer;
+mod grpc;
+mod http;
+mod limits;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spansink_config::ReceiversConfig;
+
+use crate::chain::{Admission, Admit};
+use crate::otlp::TraceData;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{Protocol, ProtocolLabels, RefusedLabels};
+
+use answer::Rejection;
+
+/// How large a request may be, as sent and once decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverLimits {
+    /// Largest body as it arrives (compressed if the client compressed it).
+    pub max_request_size: usize,
+    /// Largest body after decompression.
+    pub max_decompressed_size: usize,
+}
+
+impl ReceiverLimits {
+    /// The largest message read off the wire: an uncompressed body is also its own
+    /// decompressed form, so the smaller of the two limits applies to it.
+    fn wire_limit(&self) -> usize {
+        self.max_request_size.min(self.max_decompressed_size)
+    }
+}
+
+impl From<&ReceiversConfig> for ReceiverLimits {
+    fn from(config: &ReceiversConfig) -> Self {
+        Self {
+            max_request_size: config.max_request_size.as_usize(),
+            max_decompressed_size: config.max_decompressed_size.as_usize(),
+        }
+    }
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        Self::from(&ReceiversConfig::default())
+    }
+}
+
+/// A receiver stopped because its server failed (not because of a bad request: those are
+/// answered and counted).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("OTLP/gRPC receiver failed: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+    #[error("OTLP/HTTP receiver failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` completes, then stops accepting
+/// connections and returns once in-flight requests are answered.
+pub async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    admit: Arc<dyn Admit>,
+    limits: ReceiverLimits,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiverError> {
+    let intake = Intake::new(admit, metrics, Protocol::grpc);
+    grpc::serve(listener, intake, limits, shutdown)
+        .await
+        .map_err(ReceiverError::Grpc)
+}
+
+/// Serves OTLP/HTTP on `listener` until `shutdown` completes, then stops accepting
+/// connections and returns once in-flight requests are answered.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    admit: Arc<dyn Admit>,
+    limits: ReceiverLimits,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ReceiverError> {
+    let intake = Intake::new(admit, metrics, Protocol::http);
+    http::serve(listener, intake, limits, shutdown)
+        .await
+        .map_err(ReceiverError::Http)
+}
+
+/// Where requests of one protocol enter the chain: admits them and records every outcome
+/// (metrics, logs) in one place for both receivers.
+#[derive(Clone)]
+struct Intake {
+    admit: Arc<dyn Admit>,
+    metrics: Metrics,
+    protocol: Protocol,
+    /// When refusals for lack of capacity were last logged at warn level.
+    last_capacity_warning: Arc<Mutex<Option<Instant>>>,
+}
+
+/// Capacity refusals come in floods; one warning per this interval, the rest at debug.
+const CAPACITY_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Intake {
+    fn new(admit: Arc<dyn Admit>, metrics: Metrics, protocol: Protocol) -> Self {
+        Self {
+            admit,
+            metrics,
+            protocol,
+            last_capacity_warning: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Hands a well-formed request to the chain.
+    async fn take(&self, data: TraceData) -> Result<Admission, Rejection> {
+        let spans = data.span_count();
+        match self.admit.admit(data).await {
+            Ok(admission) => {
+                self.record_taken(spans, &admission);
+                Ok(admission)
+            }
+            Err(refusal) => Err(self.reject(Rejection::Refused(refusal), Some(spans))),
+        }
+    }
+
+    fn record_taken(&self, spans: usize, admission: &Admission) {
+        let rejected = admission.rejected_spans.min(spans);
+        self.metrics
+            .receiver_accepted_spans
+            .get_or_create(&ProtocolLabels {
+                protocol: self.protocol,
+            })
+            .inc_by((spans - rejected) as u64);
+        let outcome = match rejected {
+            0 => "ok",
+            _ => {
+                self.count_refused_spans("filtered", rejected);
+                tracing::debug!(
+                    protocol = ?self.protocol,
+                    spans,
+                    rejected,
+                    message = admission.message.as_deref().unwrap_or_default(),
+                    "export request partly accepted"
+                );
+                "partial"
+            }
+        };
+        self.count_request(outcome);
+    }
+
+    /// Records a request that was not taken (`spans` if its span count is known) and
+    /// gives the rejection back for answering.
+    fn reject(&self, rejection: Rejection, spans: Option<usize>) -> Rejection {
+        let reason = rejection.reason();
+        self.count_request(reason);
+        if let Some(spans) = spans {
+            self.count_refused_spans(reason, spans);
+        }
+        if !rejection.is_client_error() && self.capacity_warning_due() {
+            tracing::warn!(
+                protocol = ?self.protocol,
+                reason,
+                spans,
+                error = %rejection,
+                "refusing export requests: the chain is full (clients were told to retry; \
+                 further refusals are logged at debug for {}s)",
+                CAPACITY_WARNING_INTERVAL.as_secs()
+            );
+        } else {
+            tracing::debug!(protocol = ?self.protocol, reason, spans, error = %rejection, "export request refused");
+        }
+        rejection
+    }
+
+    fn capacity_warning_due(&self) -> bool {
+        let Ok(mut last) = self.last_capacity_warning.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        match *last {
+            Some(at) if now.duration_since(at) < CAPACITY_WARNING_INTERVAL => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    fn count_request(&self, reason: &'static str) {
+        self.metrics
+            .receiver_requests
+            .get_or_create(&RefusedLabels {
+                protocol: self.protocol,
+                reason,
+            })
+            .inc();
+    }
+
+    fn count_refused_spans(&self, reason: &'static str, spans: usize) {
+        self.metrics
+            .receiver_refused_spans
+            .get_or_create(&RefusedLabels {
+                protocol: self.protocol,
+                reason,
+            })
+            .inc_by(spans as u64);
+    }
+}
