@@ -1,5 +1,5 @@
 //! Flat spans as CSV rows (RFC 4180 quoting, `\n` line ends) under a header of
-//! [`FIELDS`](super::flat::FIELDS). Not a CSV reader: any CSV parser reads these files.
+//! [`FIELDS`]. Not a CSV reader: any CSV parser reads these files.
 //!
 //! Scalar columns hold plain text (ids in hex, enums by name, integers in decimal);
 //! nested columns (`attributes`, `events`, `links`, `resource_attributes`,

@@ -38,7 +38,8 @@ use crate::otlp::Batch;
 
 use super::io_error::io_error;
 use super::{BuildError, Sink, SinkError};
-pub use rotation::{FileLayout, RotationPolicy, utc_stamp};
+pub use rotation::FileLayout;
+use rotation::RotationPolicy;
 use writer::{ActiveFile, sync_dir};
 
 /// Writes batches to a rotating file. Exports are serialised: one batch is written at

@@ -1,4 +1,5 @@
-//! File sink tests on real files in a temporary directory.
+//! File sink tests on real files in a temporary directory: round trips of every field,
+//! rotation, retention, gzip streams, CSV headers, concurrency and error classes.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
