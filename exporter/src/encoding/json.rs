@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny};
 use super::LineEncoder;
 use super::attributes::{Attributes, write_attributes};
 use super::flat::{FlatSpan, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name, enum_value};
-use super::json_text::{write_hex_str, write_key, write_str, write_u64};
+use super::json_text::{write_hex_str, write_str, write_u64};
 
 /// Writes JSON Lines. The resource and scope part of a line is rendered once per scope
 /// group and copied into each line, since it is the same for all of the group's spans.
@@ -207,8 +207,7 @@ pub fn write_entity_refs(out: &mut Vec<u8>, refs: &[EntityRef]) {
         write_str_array(out, &entity.id_keys);
         out.extend_from_slice(b",\"description_keys\":");
         write_str_array(out, &entity.description_keys);
-        out.push(b',');
-        write_key(out, "schema_url");
+        out.extend_from_slice(b",\"schema_url\":");
         write_str(out, &entity.schema_url);
         out.push(b'}');
     }
