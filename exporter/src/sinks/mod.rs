@@ -3,11 +3,24 @@
 //! retrying. It knows nothing of queues, batching, retries or rate limits: the chain
 //! (`crate::chain`) wraps those around it.
 
+pub mod blackhole;
+mod build;
+pub mod file;
+mod io_error;
+pub mod otlp;
+pub mod stdout;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use crate::otlp::Batch;
+
+pub use blackhole::BlackholeSink;
+pub use build::build;
+pub use file::FileSink;
+pub use otlp::OtlpSink;
+pub use stdout::StdoutSink;
 
 /// A backend writer. Implementations must be cheap to call concurrently (the chain may
 /// run several exports at once, up to `rate_limit.max_concurrent_exports`); a backend
