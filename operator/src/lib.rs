@@ -1,0 +1,4 @@
+//! The spansink operator: the SpanSink resource, the pure reconcile from it to children,
+//! and the controller that applies them. The binary (`main.rs`) only parses flags and starts it.
+pub mod crd;
+pub mod crd_yaml;
