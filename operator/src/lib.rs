@@ -2,3 +2,8 @@
 //! and the controller that applies them. The binary (`main.rs`) only parses flags and starts it.
 pub mod crd;
 pub mod crd_yaml;
+pub mod error;
+pub mod reconcile;
+
+#[cfg(test)]
+mod fixtures;
