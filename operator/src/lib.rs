@@ -4,6 +4,7 @@ pub mod crd;
 pub mod crd_yaml;
 pub mod error;
 pub mod reconcile;
+pub mod status;
 
 #[cfg(test)]
 mod fixtures;
