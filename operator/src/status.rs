@@ -72,7 +72,9 @@ pub fn compute(
     };
 
     // Available / Progressing, from the Deployment.
-    let dep_status = deployment.and_then(|d| d.status.clone()).unwrap_or_default();
+    let dep_status = deployment
+        .and_then(|d| d.status.clone())
+        .unwrap_or_default();
     let wanted = deployment
         .and_then(|d| d.spec.as_ref())
         .and_then(|s| s.replicas)
@@ -104,12 +106,16 @@ pub fn compute(
     let deployment_behind = deployment.is_some_and(|d| {
         dep_status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0)
     });
-    let progressing =
-        deployment.is_some() && (deployment_behind || updated < wanted || total > updated || ready < wanted);
+    let progressing = deployment.is_some()
+        && (deployment_behind || updated < wanted || total > updated || ready < wanted);
     set(
         condition::PROGRESSING,
         progressing,
-        if progressing { "RollingOut" } else { "RolloutComplete" },
+        if progressing {
+            "RollingOut"
+        } else {
+            "RolloutComplete"
+        },
         if progressing {
             format!("{updated} of {wanted} pods updated, {ready} ready")
         } else {
@@ -136,7 +142,11 @@ pub fn compute(
     } else if progressing {
         (false, "RollingOut", "the exporter is rolling out".into())
     } else {
-        (true, "Ready", "the exporter runs the current pipeline".into())
+        (
+            true,
+            "Ready",
+            "the exporter runs the current pipeline".into(),
+        )
     };
     set(condition::READY, ready_ok, reason, message);
 
@@ -145,7 +155,12 @@ pub fn compute(
         && let Desired::Children(children) = desired
     {
         match &children.service_monitor_skipped {
-            Some(why) => set(condition::SERVICE_MONITOR, false, "CRDNotInstalled", why.clone()),
+            Some(why) => set(
+                condition::SERVICE_MONITOR,
+                false,
+                "CRDNotInstalled",
+                why.clone(),
+            ),
             None => set(
                 condition::SERVICE_MONITOR,
                 true,
@@ -273,8 +288,15 @@ mod tests {
         let d = desired(&sink, &settings()).unwrap();
         let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), at(100));
         let c = find(&s, "ConfigValid").unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "InvalidPipeline"));
-        assert!(c.message.starts_with("spec.pipeline.sinks.main.fallback: "), "{}", c.message);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InvalidPipeline")
+        );
+        assert!(
+            c.message.starts_with("spec.pipeline.sinks.main.fallback: "),
+            "{}",
+            c.message
+        );
         assert!(c.message.contains("dead-letter"));
         assert_eq!(cond(&s, "Ready"), ("False", "InvalidPipeline"));
         assert_eq!(s.config_hash.as_deref(), Some("previous"));
@@ -288,11 +310,17 @@ mod tests {
         let mut again = sink.clone();
         again.status = Some(first);
         let second = compute(&again, &d, Some(&deployment(1, 1, 1)), at(200));
-        assert_eq!(find(&second, "Ready").unwrap().last_transition_time, at(100));
+        assert_eq!(
+            find(&second, "Ready").unwrap().last_transition_time,
+            at(100)
+        );
         again.status = Some(second);
         let third = compute(&again, &d, Some(&deployment(1, 1, 0)), at(300));
         assert_eq!(find(&third, "Ready").unwrap().last_transition_time, at(300));
-        assert_eq!(find(&third, "ConfigValid").unwrap().last_transition_time, at(100));
+        assert_eq!(
+            find(&third, "ConfigValid").unwrap().last_transition_time,
+            at(100)
+        );
     }
 
     #[test]
@@ -306,7 +334,10 @@ mod tests {
         let d = desired(&sink, &settings()).unwrap();
         let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), at(1));
         let c = find(&s, "ServiceMonitor").unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "CRDNotInstalled"));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "CRDNotInstalled")
+        );
         assert!(c.message.contains("monitoring.coreos.com"));
     }
 }
