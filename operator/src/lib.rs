@@ -1,6 +1,8 @@
 //! The spansink operator: the SpanSink resource, the pure reconcile from it to children,
 //! and the controller that applies them. The binary (`main.rs`) only parses flags and starts it.
 pub mod controller;
+pub mod leader;
+pub mod metrics_server;
 pub mod crd;
 pub mod crd_yaml;
 pub mod error;
