@@ -476,3 +476,6 @@ where
         Err(e) => Err(Error::kube(format!("deleting {kind} {name}"))(e)),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,6 +22,8 @@ pub const VERSION: &str = "v1alpha1";
 /// Desired state of one spansink exporter: the sink chain it runs and how its pods are
 /// deployed. The operator renders `pipeline` into a ConfigMap and runs it in a Deployment
 /// behind a Service (OTLP gRPC 4317, OTLP HTTP 4318, metrics 8888).
+// Several `printcolumn(...)` entries repeat `type_ = ...`; clippy reads them as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[kube(
     group = "spansink.dev",

@@ -16,7 +16,9 @@ const GRACE_SECONDS: u64 = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
     /// The Lease could not be read or created.
-    #[error("leader election on Lease {namespace}/{LEASE_NAME} failed: {source}; check the Role for coordination.k8s.io leases")]
+    #[error(
+        "leader election on Lease {namespace}/{LEASE_NAME} failed: {source}; check the Role for coordination.k8s.io leases"
+    )]
     Lease {
         namespace: String,
         #[source]
@@ -44,7 +46,11 @@ impl Leadership {
 }
 
 /// Waits until this replica (`identity`, usually the pod name) holds the Lease.
-pub async fn acquire(client: Client, namespace: &str, identity: &str) -> Result<Leadership, LeaderError> {
+pub async fn acquire(
+    client: Client,
+    namespace: &str,
+    identity: &str,
+) -> Result<Leadership, LeaderError> {
     let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
         .with_namespace(namespace)
         .with_identity(identity)
@@ -58,7 +64,12 @@ pub async fn acquire(client: Client, namespace: &str, identity: &str) -> Result<
             source,
         })?;
     let (mut state, _task) = manager.watch().await;
-    tracing::info!(lease = LEASE_NAME, namespace, identity, "waiting for leadership");
+    tracing::info!(
+        lease = LEASE_NAME,
+        namespace,
+        identity,
+        "waiting for leadership"
+    );
     while !*state.borrow_and_update() {
         state.changed().await.map_err(|_| LeaderError::Stopped)?;
     }

@@ -18,7 +18,12 @@ use spansink_operator::metrics_server::{self, Readiness};
 #[command(name = "spansink-operator", version)]
 struct Cli {
     /// Namespaces to watch, comma-separated. Empty: all namespaces (needs the ClusterRole).
-    #[arg(long, env = "SPANSINK_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "SPANSINK_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     namespaces: Vec<String>,
 
     /// Exporter image for SpanSinks that do not set `spec.image`.
@@ -61,9 +66,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli)?;
 
-    let client = Client::try_default()
-        .await
-        .context("cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG)")?;
+    let client = Client::try_default().await.context(
+        "cannot configure a Kubernetes client (in-cluster service account or KUBECONFIG)",
+    )?;
     client
         .apiserver_version()
         .await
@@ -74,10 +79,19 @@ async fn main() -> anyhow::Result<()> {
         controller: "spansink-operator".into(),
         instance: Some(cli.identity.clone()),
     };
-    let ctx = Context::new(client.clone(), reporter, cli.exporter_image.clone(), metrics.clone());
+    let ctx = Context::new(
+        client.clone(),
+        reporter,
+        cli.exporter_image.clone(),
+        metrics.clone(),
+    );
     let readiness = Readiness::default();
     readiness.set_ready();
-    let server = tokio::spawn(metrics_server::serve(cli.metrics_address, ctx.clone(), readiness));
+    let server = tokio::spawn(metrics_server::serve(
+        cli.metrics_address,
+        ctx.clone(),
+        readiness,
+    ));
 
     let scopes: Vec<Scope> = {
         let named: Vec<Scope> = cli
@@ -87,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
             .filter(|n| !n.is_empty())
             .map(|n| Scope::Namespace(n.to_string()))
             .collect();
-        if named.is_empty() { vec![Scope::AllNamespaces] } else { named }
+        if named.is_empty() {
+            vec![Scope::AllNamespaces]
+        } else {
+            named
+        }
     };
 
     let leadership = if cli.leader_election {
@@ -163,12 +181,29 @@ mod tests {
 
     #[test]
     fn flags_have_env_fallbacks_and_sane_defaults() {
-        let cli = Cli::try_parse_from(["spansink-operator", "--exporter-image", "x:1", "--namespaces", "a,b"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "spansink-operator",
+            "--exporter-image",
+            "x:1",
+            "--namespaces",
+            "a,b",
+        ])
+        .unwrap();
         assert_eq!(cli.namespaces, ["a", "b"]);
         assert!(cli.leader_election);
         assert_eq!(cli.metrics_address.port(), 8080);
-        let cli = Cli::try_parse_from(["spansink-operator", "--exporter-image", "x:1", "--leader-election", "false"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "spansink-operator",
+            "--exporter-image",
+            "x:1",
+            "--leader-election",
+            "false",
+        ])
+        .unwrap();
         assert!(!cli.leader_election);
-        assert!(Cli::try_parse_from(["spansink-operator"]).is_err() || std::env::var("SPANSINK_EXPORTER_IMAGE").is_ok());
+        assert!(
+            Cli::try_parse_from(["spansink-operator"]).is_err()
+                || std::env::var("SPANSINK_EXPORTER_IMAGE").is_ok()
+        );
     }
 }

@@ -43,7 +43,11 @@ pub fn router(ctx: Arc<Context>, readiness: Readiness) -> Router {
 }
 
 /// Serves the router on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, ctx: Arc<Context>, readiness: Readiness) -> std::io::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    ctx: Arc<Context>,
+    readiness: Readiness,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(address = %listener.local_addr()?, "metrics and health endpoints listening");
     axum::serve(listener, router(ctx, readiness)).await
@@ -54,11 +58,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     match state.ctx.metrics().encode() {
         Ok(text) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -66,6 +77,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.readiness.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not connected to the API server yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not connected to the API server yet",
+        )
     }
 }
