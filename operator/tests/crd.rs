@@ -362,3 +362,23 @@ fn every_spec_field_is_documented() {
         missing.join("\n")
     );
 }
+
+#[test]
+fn examples_are_admitted_by_the_schema_and_valid_pipelines() {
+    let validator = jsonschema::validator_for(&schema()).unwrap();
+    for file in ["examples/k8s/file-sink.yaml", "examples/k8s/otlp-sink.yaml"] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let object: Value = serde_yaml::from_str(&text).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&object)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{file}: {errors:?}");
+        assert!(
+            kube_cel::validate(&schema(), &object, None).is_ok(),
+            "{file}: CEL"
+        );
+        let sink: spansink_operator::crd::SpanSink = serde_json::from_value(object).unwrap();
+        spansink_config::validate(&sink.spec.pipeline).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+}
