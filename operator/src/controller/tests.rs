@@ -1,0 +1,375 @@
+//! The real kube Controller driven against the in-process fake API server, through the
+//! issue's scenario; every API call it makes is checked against the RBAC table.
+
+use std::time::Duration;
+
+use kube::runtime::events::Reporter;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::fake_apiserver::{FakeApiServer, Kind};
+use crate::fixtures::FILE_PIPELINE_BIG_BATCH;
+use crate::rbac;
+use crate::reconcile::CONFIG_HASH_ANNOTATION;
+
+fn kind(group: &str, version: &str, plural: &str) -> Kind {
+    Kind {
+        group: group.into(),
+        version: version.into(),
+        plural: plural.into(),
+    }
+}
+
+fn spansinks() -> Kind {
+    kind("spansink.dev", "v1alpha1", "spansinks")
+}
+fn configmaps() -> Kind {
+    kind("", "v1", "configmaps")
+}
+fn deployments() -> Kind {
+    kind("apps", "v1", "deployments")
+}
+fn services() -> Kind {
+    kind("", "v1", "services")
+}
+fn hpas() -> Kind {
+    kind("autoscaling", "v2", "horizontalpodautoscalers")
+}
+fn events() -> Kind {
+    kind("events.k8s.io", "v1", "events")
+}
+
+/// Polls `check` until it returns Some, letting the paused clock run between polls.
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..2000 {
+        if let Some(v) = check() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn condition(sink: &Value, type_: &str) -> Option<(String, String)> {
+    sink["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+fn hash_of(deployment: &Value) -> String {
+    deployment["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What the deployment controller and kubelet would report once every pod is up.
+fn mark_rolled_out(fake: &FakeApiServer) {
+    let mut d = fake.get(&deployments(), "team-a", "traces").unwrap();
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(2);
+    d["status"] = json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas,
+        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas});
+    fake.put(&deployments(), d);
+}
+
+fn update_spec(fake: &FakeApiServer, change: impl FnOnce(&mut SpanSink)) {
+    let stored = fake.get(&spansinks(), "team-a", "traces").unwrap();
+    let mut sink: SpanSink = serde_json::from_value(stored.clone()).unwrap();
+    change(&mut sink);
+    let mut value = serde_json::to_value(&sink).unwrap();
+    value["status"] = stored["status"].clone();
+    fake.put(&spansinks(), value);
+}
+
+fn start(
+    fake: &FakeApiServer,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let client = fake.client();
+    let reporter = Reporter {
+        controller: "spansink-operator".into(),
+        instance: Some("test".into()),
+    };
+    let ctx = Context::new(client, reporter, "spansink:test".into(), Metrics::new());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(run(ctx, Scope::Namespace("team-a".into()), shutdown));
+    (task, stop)
+}
+
+fn owned_by(object: &Value, uid: &str) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| {
+            refs.iter()
+                .any(|r| r["uid"] == uid && r["controller"] == true && r["kind"] == "SpanSink")
+        })
+}
+
+#[tokio::test(start_paused = true)]
+async fn controller_loop_follows_the_spansink_through_its_life() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_autoscaling(2, 4);
+    sink.metadata.uid = None; // the server assigns it
+    let created = fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let (task, stop) = start(&fake);
+
+    // 1. Children appear, each controlled by the SpanSink.
+    let deployment = eventually("children", || fake.get(&deployments(), "team-a", "traces")).await;
+    let config_map = eventually("configmap", || {
+        fake.get(&configmaps(), "team-a", "traces-config")
+    })
+    .await;
+    let service = eventually("service", || fake.get(&services(), "team-a", "traces")).await;
+    let hpa = eventually("hpa", || fake.get(&hpas(), "team-a", "traces")).await;
+    for child in [&deployment, &config_map, &service, &hpa] {
+        assert!(owned_by(child, &uid), "not owned: {child}");
+    }
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "the HPA owns replicas"
+    );
+    let first_hash = hash_of(&deployment);
+
+    // 2. Pods come up: Ready with the hash and the endpoints.
+    mark_rolled_out(&fake);
+    let status = eventually("Ready=True", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        (condition(&s, "Ready")?.0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(status["status"]["configHash"], first_hash);
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    assert_eq!(
+        status["status"]["endpoints"]["grpc"],
+        "http://traces.team-a.svc:4317"
+    );
+
+    // 3. The pipeline changes: new ConfigMap content, new hash on the pod template.
+    update_spec(&fake, |s| {
+        s.spec.pipeline = crate::fixtures::pipeline(FILE_PIPELINE_BIG_BATCH)
+    });
+    let second_hash = eventually("new hash", || {
+        let d = fake.get(&deployments(), "team-a", "traces")?;
+        let h = hash_of(&d);
+        (h != first_hash).then_some(h)
+    })
+    .await;
+    let cm = fake.get(&configmaps(), "team-a", "traces-config").unwrap();
+    assert!(
+        cm["data"]["config.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("max_spans: 1024")
+    );
+    eventually("status hash", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        (s["status"]["configHash"] == second_hash.as_str()).then_some(())
+    })
+    .await;
+
+    // 4. An invalid pipeline: ConfigValid=False naming the field, a Warning, children untouched.
+    let before_cm = fake.get(&configmaps(), "team-a", "traces-config").unwrap();
+    let before_deploy = fake.get(&deployments(), "team-a", "traces").unwrap();
+    update_spec(&fake, |s| {
+        s.spec.pipeline = SpanSink::fixture().with_dangling_fallback().spec.pipeline;
+    });
+    let (_, message) = eventually("ConfigValid=False", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "ConfigValid").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert!(
+        message.contains("spec.pipeline.sinks.main.fallback"),
+        "{message}"
+    );
+    let warning = eventually("Warning event", || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == "InvalidPipeline")
+    })
+    .await;
+    assert_eq!(warning["type"], "Warning");
+    assert_eq!(warning["regarding"]["name"], "traces");
+    assert_eq!(
+        fake.get(&configmaps(), "team-a", "traces-config").unwrap(),
+        before_cm
+    );
+    assert_eq!(
+        fake.get(&deployments(), "team-a", "traces").unwrap(),
+        before_deploy
+    );
+    let status = fake.get(&spansinks(), "team-a", "traces").unwrap();
+    assert_eq!(
+        status["status"]["configHash"], second_hash,
+        "the running config is still reported"
+    );
+
+    // 5. Fixed pipeline and autoscaling removed: the HPA is deleted, replicas come back.
+    update_spec(&fake, |s| {
+        s.spec.pipeline = crate::fixtures::pipeline(FILE_PIPELINE_BIG_BATCH);
+        s.spec.autoscaling = None;
+        s.spec.replicas = Some(2);
+    });
+    eventually("HPA deleted", || {
+        fake.get(&hpas(), "team-a", "traces")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let d = fake.get(&deployments(), "team-a", "traces").unwrap();
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        hash_of(&d),
+        second_hash,
+        "same pipeline, same hash: no needless rollout"
+    );
+    eventually("ConfigValid=True again", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        (condition(&s, "ConfigValid")?.0 == "True").then_some(())
+    })
+    .await;
+
+    // Every call the controller made is covered by the chart's RBAC.
+    let mut uncovered: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            !rbac::allowed(
+                rbac::WATCHED_NAMESPACE_RULES,
+                &c.group,
+                &c.resource,
+                &c.verb,
+            )
+        })
+        .collect();
+    uncovered.dedup();
+    assert!(
+        uncovered.is_empty(),
+        "calls not allowed by rbac.rs: {uncovered:?}"
+    );
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| c.namespace.as_deref() == Some("team-a")),
+        "a namespaced controller stays in its namespace"
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn unmanaged_spansink_children_are_left_alone() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture();
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    let deployment = eventually("deployment", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+
+    // Someone edits the Deployment by hand and marks the SpanSink unmanaged.
+    update_spec(&fake, |s| {
+        s.spec.management_state = crate::crd::ManagementState::Unmanaged
+    });
+    let mut edited = deployment.clone();
+    edited["spec"]["replicas"] = json!(7);
+    fake.put(&deployments(), edited);
+    eventually("Ready=False Unmanaged", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "Ready").filter(|c| c.1.contains("unmanaged"))
+    })
+    .await;
+    update_spec(&fake, |s| {
+        s.spec.pipeline = crate::fixtures::pipeline(FILE_PIPELINE_BIG_BATCH)
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let d = fake.get(&deployments(), "team-a", "traces").unwrap();
+    assert_eq!(d["spec"]["replicas"], 7, "manual edit kept");
+    assert_eq!(
+        hash_of(&d),
+        hash_of(&deployment),
+        "config not rolled out while unmanaged"
+    );
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn service_monitor_follows_discovery_and_the_spec() {
+    let monitors = kind("monitoring.coreos.com", "v1", "servicemonitors");
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_service_monitor();
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+
+    // Not served: the status says why, nothing is created.
+    let (_, why) = eventually("ServiceMonitor=False", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "ServiceMonitor").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert!(why.contains("monitoring.coreos.com/v1"), "{why}");
+    assert!(fake.get(&monitors, "team-a", "traces").is_none());
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Served (a fresh operator, as after installing the Prometheus Operator): created...
+    fake.serve_service_monitors();
+    let (task, stop) = start(&fake);
+    let sm = eventually("ServiceMonitor", || fake.get(&monitors, "team-a", "traces")).await;
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    // ...and removed when disabled.
+    update_spec(&fake, |s| s.spec.service_monitor.enabled = false);
+    eventually("ServiceMonitor deleted", || {
+        fake.get(&monitors, "team-a", "traces")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let uncovered: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            !rbac::allowed(
+                rbac::WATCHED_NAMESPACE_RULES,
+                &c.group,
+                &c.resource,
+                &c.verb,
+            )
+        })
+        .collect();
+    assert!(uncovered.is_empty(), "{uncovered:?}");
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

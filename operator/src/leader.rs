@@ -1,0 +1,78 @@
+//! Leader election on a coordination.k8s.io/v1 Lease (through kube-lease-manager): only the
+//! holder reconciles. Not a lock for anything else; losing the Lease ends the process.
+
+use kube::Client;
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use tokio::sync::watch;
+
+/// Name of the Lease in the operator's namespace.
+pub const LEASE_NAME: &str = "spansink-operator";
+/// Seconds a Lease stays valid without renewal; a new leader takes over after this.
+const LEASE_SECONDS: u64 = 15;
+/// Seconds before expiry at which the holder renews.
+const GRACE_SECONDS: u64 = 5;
+
+/// Why leadership could not be obtained or was lost.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The Lease could not be read or created.
+    #[error(
+        "leader election on Lease {namespace}/{LEASE_NAME} failed: {source}; check the Role for coordination.k8s.io leases"
+    )]
+    Lease {
+        namespace: String,
+        #[source]
+        source: LeaseManagerError,
+    },
+    /// The election task ended (it only ends on an API failure or shutdown).
+    #[error("leader election stopped; exiting so another replica can take over")]
+    Stopped,
+}
+
+/// Holds leadership once acquired; [`Leadership::lost`] resolves when it is gone.
+pub struct Leadership {
+    state: watch::Receiver<bool>,
+}
+
+impl Leadership {
+    /// Resolves when this replica is no longer the leader.
+    pub async fn lost(mut self) {
+        while *self.state.borrow_and_update() {
+            if self.state.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Waits until this replica (`identity`, usually the pod name) holds the Lease.
+pub async fn acquire(
+    client: Client,
+    namespace: &str,
+    identity: &str,
+) -> Result<Leadership, LeaderError> {
+    let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_field_manager(format!("spansink-operator-{identity}"))
+        .with_duration(LEASE_SECONDS)
+        .with_grace(GRACE_SECONDS)
+        .build()
+        .await
+        .map_err(|source| LeaderError::Lease {
+            namespace: namespace.into(),
+            source,
+        })?;
+    let (mut state, _task) = manager.watch().await;
+    tracing::info!(
+        lease = LEASE_NAME,
+        namespace,
+        identity,
+        "waiting for leadership"
+    );
+    while !*state.borrow_and_update() {
+        state.changed().await.map_err(|_| LeaderError::Stopped)?;
+    }
+    tracing::info!(lease = LEASE_NAME, namespace, identity, "became leader");
+    Ok(Leadership { state })
+}

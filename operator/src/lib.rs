@@ -1,0 +1,17 @@
+//! The spansink operator: the SpanSink resource, the pure reconcile from it to children,
+//! and the controller that applies them. The binary (`main.rs`) only parses flags and starts it.
+pub mod controller;
+pub mod crd;
+pub mod crd_yaml;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod metrics_server;
+pub mod rbac;
+pub mod reconcile;
+pub mod status;
+
+#[cfg(test)]
+mod fake_apiserver;
+#[cfg(test)]
+mod fixtures;

@@ -1,0 +1,534 @@
+//! Reconcile unit tests: one SpanSink in, explicit assertions on every child out.
+//! No cluster, no controller: `desired` is a pure function.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+use crate::fixtures::FILE_PIPELINE_BIG_BATCH;
+
+fn settings() -> OperatorSettings {
+    OperatorSettings {
+        exporter_image: "ghcr.io/spansink/exporter:0.1.0".into(),
+        service_monitor_available: false,
+    }
+}
+
+fn children(sink: &SpanSink) -> Children {
+    children_with(sink, &settings())
+}
+
+fn children_with(sink: &SpanSink, settings: &OperatorSettings) -> Children {
+    match desired(sink, settings).unwrap() {
+        Desired::Children(c) => *c,
+        other => panic!("expected children, got {other:?}"),
+    }
+}
+
+fn container(d: &Deployment) -> &Container {
+    let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers.len(), 1);
+    &pod.containers[0]
+}
+
+fn hash_annotation(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .as_ref()
+        .unwrap()[CONFIG_HASH_ANNOTATION]
+        .clone()
+}
+
+#[test]
+fn defaults_give_configmap_deployment_service_and_nothing_else() {
+    let sink = SpanSink::fixture();
+    let c = children(&sink);
+
+    // ConfigMap: the canonical exporter YAML, which the exporter parses back identically.
+    assert_eq!(c.config_map.metadata.name.as_deref(), Some("traces-config"));
+    assert_eq!(c.config_map.metadata.namespace.as_deref(), Some("team-a"));
+    let yaml = &c.config_map.data.as_ref().unwrap()[CONFIG_KEY];
+    assert_eq!(yaml, &sink.spec.pipeline.to_yaml());
+    assert_eq!(ExporterConfig::from_yaml(yaml).unwrap(), sink.spec.pipeline);
+    assert_eq!(c.config_hash, config_hash(yaml));
+    assert_eq!(c.config_hash.len(), 64);
+
+    // Deployment
+    let d = &c.deployment;
+    assert_eq!(d.metadata.name.as_deref(), Some("traces"));
+    let spec = d.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.selector.match_labels, Some(selector_labels("traces")));
+    let template_meta = spec.template.metadata.as_ref().unwrap();
+    let labels = template_meta.labels.as_ref().unwrap();
+    assert_eq!(labels["app.kubernetes.io/name"], "spansink-exporter");
+    assert_eq!(labels["app.kubernetes.io/instance"], "traces");
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "spansink-operator");
+    let annotations = template_meta.annotations.as_ref().unwrap();
+    assert_eq!(annotations[CONFIG_HASH_ANNOTATION], c.config_hash);
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], "8888");
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    let ct = container(d);
+    assert_eq!(ct.image.as_deref(), Some("ghcr.io/spansink/exporter:0.1.0"));
+    assert_eq!(
+        ct.args.as_deref().unwrap(),
+        ["run", "--config", "/etc/spansink/config.yaml"]
+    );
+    let ports: Vec<(&str, i32)> = ct
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(
+        ports,
+        [("otlp-grpc", 4317), ("otlp-http", 4318), ("metrics", 8888)]
+    );
+    let live = ct
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(live.path.as_deref(), Some("/healthz"));
+    assert_eq!(live.port, IntOrString::String("metrics".into()));
+    let ready = ct
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+
+    let sc = ct.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref().unwrap(),
+        ["ALL"]
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let pod = spec.template.spec.as_ref().unwrap();
+    let psc = pod.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    // drain_timeout default 20s + 10s margin.
+    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+
+    // Volumes: config from the ConfigMap (read-only), writable data and /tmp.
+    let volumes = pod.volumes.as_ref().unwrap();
+    assert_eq!(
+        volumes[0].config_map.as_ref().unwrap().name,
+        "traces-config"
+    );
+    assert!(volumes[1].empty_dir.is_some() && volumes[1].name == "data");
+    let mounts: Vec<(&str, &str, Option<bool>)> = ct
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("config", "/etc/spansink", Some(true)),
+            ("data", "/var/lib/spansink", None),
+            ("tmp", "/tmp", None)
+        ]
+    );
+    assert!(ct.env.is_none() && ct.env_from.is_none());
+
+    // Service
+    let svc = c.service.spec.as_ref().unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(svc.selector, Some(selector_labels("traces")));
+    let ports: Vec<(&str, i32, IntOrString)> = svc
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_deref().unwrap(),
+                p.port,
+                p.target_port.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("otlp-grpc", 4317, IntOrString::String("otlp-grpc".into())),
+            ("otlp-http", 4318, IntOrString::String("otlp-http".into())),
+            ("metrics", 8888, IntOrString::String("metrics".into())),
+        ]
+    );
+
+    assert!(c.autoscaler.is_none());
+    assert!(c.disruption_budget.is_none());
+    assert!(c.service_monitor.is_none());
+    assert!(c.service_monitor_skipped.is_none());
+}
+
+#[test]
+fn every_child_is_owned_by_the_spansink_and_labelled() {
+    let sink = SpanSink::fixture()
+        .with_autoscaling(2, 5)
+        .with_max_unavailable(1)
+        .with_service_monitor();
+    let c = children_with(
+        &sink,
+        &OperatorSettings {
+            service_monitor_available: true,
+            ..settings()
+        },
+    );
+    let metas = [
+        &c.config_map.metadata,
+        &c.deployment.metadata,
+        &c.service.metadata,
+        &c.autoscaler.as_ref().unwrap().metadata,
+        &c.disruption_budget.as_ref().unwrap().metadata,
+        &c.service_monitor.as_ref().unwrap().metadata,
+    ];
+    for meta in metas {
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1, "{:?}", meta.name);
+        let o = &owners[0];
+        assert_eq!(o.api_version, "spansink.dev/v1alpha1");
+        assert_eq!(o.kind, "SpanSink");
+        assert_eq!(o.name, "traces");
+        assert_eq!(o.uid, "6b1f6a2e-0000-4000-8000-000000000001");
+        assert_eq!(o.controller, Some(true));
+        assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        assert_eq!(meta.labels.as_ref().unwrap(), &child_labels("traces"));
+    }
+}
+
+#[test]
+fn autoscaling_adds_an_hpa_and_leaves_replicas_to_it() {
+    let c = children(&SpanSink::fixture().with_autoscaling(2, 6));
+    assert_eq!(c.deployment.spec.as_ref().unwrap().replicas, None);
+    let hpa = c.autoscaler.unwrap();
+    let spec = hpa.spec.unwrap();
+    assert_eq!(spec.scale_target_ref.kind, "Deployment");
+    assert_eq!(spec.scale_target_ref.name, "traces");
+    assert_eq!(
+        spec.scale_target_ref.api_version.as_deref(),
+        Some("apps/v1")
+    );
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(2), 6));
+    let metrics = spec.metrics.unwrap();
+    assert_eq!(metrics.len(), 1);
+    let cpu = metrics[0].resource.as_ref().unwrap();
+    assert_eq!(
+        (cpu.name.as_str(), cpu.target.average_utilization),
+        ("cpu", Some(80))
+    );
+
+    let mut sink = SpanSink::fixture().with_autoscaling(1, 3);
+    if let Some(a) = sink.spec.autoscaling.as_mut() {
+        a.target_memory_utilization_percentage = Some(70);
+    }
+    let metrics = children(&sink)
+        .autoscaler
+        .unwrap()
+        .spec
+        .unwrap()
+        .metrics
+        .unwrap();
+    let targets: Vec<(&str, Option<i32>)> = metrics
+        .iter()
+        .map(|m| {
+            let r = m.resource.as_ref().unwrap();
+            (r.name.as_str(), r.target.average_utilization)
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [("memory", Some(70))],
+        "no cpu default when memory is set"
+    );
+}
+
+#[test]
+fn fixed_replicas_are_applied() {
+    let mut sink = SpanSink::fixture();
+    sink.spec.replicas = Some(3);
+    let c = children(&sink);
+    assert_eq!(c.deployment.spec.unwrap().replicas, Some(3));
+    assert!(c.autoscaler.is_none());
+}
+
+#[test]
+fn pod_disruption_budget_selects_the_exporter_pods() {
+    let c = children(&SpanSink::fixture().with_max_unavailable(1));
+    let pdb = c.disruption_budget.unwrap().spec.unwrap();
+    assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.min_available, None);
+    assert_eq!(
+        pdb.selector.unwrap().match_labels,
+        Some(selector_labels("traces"))
+    );
+}
+
+#[test]
+fn secrets_reach_the_pod_through_env_from_never_the_configmap() {
+    let mut sink = SpanSink::fixture()
+        .with_secret_env("otlp-credentials")
+        .with_pipeline(
+            "sinks:\n  upstream:\n    otlp:\n      endpoint: http://collector:4317\n      headers:\n        authorization: ${env:OTLP_TOKEN}\n",
+        );
+    sink.spec.env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: "RUST_LOG".into(),
+        value: Some("debug".into()),
+        ..Default::default()
+    });
+    let c = children(&sink);
+    let ct = container(&c.deployment);
+    let from = ct.env_from.as_ref().unwrap();
+    assert_eq!(
+        from[0].secret_ref.as_ref().unwrap().name,
+        "otlp-credentials"
+    );
+    assert_eq!(ct.env.as_ref().unwrap()[0].name, "RUST_LOG");
+    // The ConfigMap holds the reference, not a value.
+    let yaml = &c.config_map.data.unwrap()[CONFIG_KEY];
+    assert!(yaml.contains("${env:OTLP_TOKEN}"), "{yaml}");
+}
+
+#[test]
+fn a_config_change_changes_the_hash_on_the_pod_template() {
+    let before = children(&SpanSink::fixture());
+    let after = children(&SpanSink::fixture().with_pipeline(FILE_PIPELINE_BIG_BATCH));
+    assert_ne!(before.config_hash, after.config_hash);
+    assert_eq!(hash_annotation(&after.deployment), after.config_hash);
+    assert_ne!(
+        hash_annotation(&before.deployment),
+        hash_annotation(&after.deployment)
+    );
+    // Unrelated spec changes (replicas) do not change the config hash.
+    let mut scaled = SpanSink::fixture();
+    scaled.spec.replicas = Some(4);
+    assert_eq!(children(&scaled).config_hash, before.config_hash);
+}
+
+#[test]
+fn invalid_pipeline_produces_no_children_and_names_the_field() {
+    let sink = SpanSink::fixture().with_dangling_fallback();
+    match desired(&sink, &settings()).unwrap() {
+        Desired::InvalidPipeline(errors) => {
+            assert_eq!(errors.0.len(), 1, "{errors}");
+            assert_eq!(errors.0[0].path, "sinks.main.fallback");
+            assert!(errors.0[0].message.contains("dead-letter"), "{errors}");
+        }
+        other => panic!("expected InvalidPipeline, got {other:?}"),
+    }
+}
+
+#[test]
+fn unmanaged_touches_nothing_even_when_invalid() {
+    assert!(matches!(
+        desired(&SpanSink::fixture().unmanaged(), &settings()).unwrap(),
+        Desired::Unmanaged
+    ));
+    assert!(matches!(
+        desired(
+            &SpanSink::fixture().with_dangling_fallback().unmanaged(),
+            &settings()
+        )
+        .unwrap(),
+        Desired::Unmanaged
+    ));
+}
+
+#[test]
+fn service_monitor_only_when_enabled_and_served() {
+    let sink = SpanSink::fixture().with_service_monitor();
+    let skipped = children(&sink);
+    assert!(skipped.service_monitor.is_none());
+    assert!(
+        skipped
+            .service_monitor_skipped
+            .as_deref()
+            .unwrap()
+            .contains("monitoring.coreos.com/v1")
+    );
+
+    let served = OperatorSettings {
+        service_monitor_available: true,
+        ..settings()
+    };
+    let c = children_with(&sink, &served);
+    assert!(c.service_monitor_skipped.is_none());
+    let sm = c.service_monitor.unwrap();
+    let types = sm.types.as_ref().unwrap();
+    assert_eq!(
+        (types.api_version.as_str(), types.kind.as_str()),
+        ("monitoring.coreos.com/v1", "ServiceMonitor")
+    );
+    assert_eq!(
+        sm.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "traces"
+    );
+    assert_eq!(sm.data["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(sm.data["spec"]["endpoints"][0]["interval"], "15s");
+
+    // Enabled=false: neither a monitor nor a note, whatever the cluster serves.
+    let c = children_with(&SpanSink::fixture(), &served);
+    assert!(c.service_monitor.is_none() && c.service_monitor_skipped.is_none());
+}
+
+#[test]
+fn image_overrides_placement_and_pod_metadata_pass_through() {
+    let mut sink = SpanSink::fixture();
+    sink.spec.image = Some("registry.local/spansink:dev".into());
+    sink.spec
+        .node_selector
+        .insert("pool".into(), "tracing".into());
+    sink.spec.service_account_name = Some("exporter".into());
+    sink.spec.pod_labels.insert("team".into(), "a".into());
+    // A user label may not hijack the selector.
+    sink.spec
+        .pod_labels
+        .insert("app.kubernetes.io/instance".into(), "other".into());
+    sink.spec
+        .pod_annotations
+        .insert(CONFIG_HASH_ANNOTATION.into(), "forged".into());
+    sink.spec.service.type_ = crate::crd::ServiceType::LoadBalancer;
+    sink.spec
+        .service
+        .annotations
+        .insert("lb.example/internal".into(), "true".into());
+    let c = children(&sink);
+    let spec = c.deployment.spec.as_ref().unwrap();
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(
+        container(&c.deployment).image.as_deref(),
+        Some("registry.local/spansink:dev")
+    );
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "tracing");
+    assert_eq!(pod.service_account_name.as_deref(), Some("exporter"));
+    let meta = spec.template.metadata.as_ref().unwrap();
+    assert_eq!(meta.labels.as_ref().unwrap()["team"], "a");
+    assert_eq!(
+        meta.labels.as_ref().unwrap()["app.kubernetes.io/instance"],
+        "traces"
+    );
+    assert_eq!(
+        meta.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION],
+        c.config_hash
+    );
+    let svc = c.service;
+    assert_eq!(svc.spec.unwrap().type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(
+        svc.metadata.annotations.unwrap()["lb.example/internal"],
+        "true"
+    );
+}
+
+#[test]
+fn ports_follow_the_pipeline_receivers() {
+    let sink = SpanSink::fixture().with_pipeline(
+        "receivers:\n  grpc:\n    endpoint: 0.0.0.0:14317\n  http:\n    enabled: false\n    endpoint: 0.0.0.0:4318\ntelemetry:\n  endpoint: 0.0.0.0:9090\nsinks:\n  b:\n    blackhole: {}\n",
+    );
+    let c = children(&sink);
+    let ports: Vec<(&str, i32)> = container(&c.deployment)
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref().unwrap(), p.container_port))
+        .collect();
+    assert_eq!(ports, [("otlp-grpc", 14317), ("metrics", 9090)]);
+    let svc_ports: Vec<(String, i32)> = c
+        .service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap(), p.port))
+        .collect();
+    assert_eq!(
+        svc_ports,
+        [
+            ("otlp-grpc".to_string(), 4317),
+            ("metrics".to_string(), 8888)
+        ]
+    );
+    let annotations = c
+        .deployment
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
+    assert_eq!(annotations["prometheus.io/port"], "9090");
+}
+
+#[test]
+fn queue_volume_emptydir_size_and_ephemeral_claim() {
+    use crate::crd::{EmptyDirQueueVolume, EphemeralQueueVolume, QueueVolumeSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let data = |sink: &SpanSink| {
+        let d = children(sink).deployment;
+        d.spec.unwrap().template.spec.unwrap().volumes.unwrap()[1].clone()
+    };
+    let mut sink = SpanSink::fixture();
+    sink.spec.queue_volume = Some(QueueVolumeSpec {
+        empty_dir: Some(EmptyDirQueueVolume {
+            size_limit: Some(Quantity("2Gi".into())),
+            medium: None,
+        }),
+        ephemeral: None,
+    });
+    assert_eq!(
+        data(&sink).empty_dir.unwrap().size_limit,
+        Some(Quantity("2Gi".into()))
+    );
+    sink.spec.queue_volume = Some(QueueVolumeSpec {
+        empty_dir: None,
+        ephemeral: Some(EphemeralQueueVolume {
+            size: Quantity("10Gi".into()),
+            storage_class_name: Some("fast".into()),
+        }),
+    });
+    let v = data(&sink);
+    assert!(v.empty_dir.is_none());
+    let claim = v.ephemeral.unwrap().volume_claim_template.unwrap().spec;
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        claim.resources.unwrap().requests.unwrap()["storage"],
+        Quantity("10Gi".into())
+    );
+}
+
+#[test]
+fn an_object_without_uid_cannot_own_children() {
+    let mut sink = SpanSink::fixture();
+    sink.metadata.uid = None;
+    assert!(matches!(
+        desired(&sink, &settings()),
+        Err(Error::MissingObjectKey(_))
+    ));
+}
