@@ -3,6 +3,9 @@
 //! retrying. It knows nothing of queues, batching, retries or rate limits: the chain
 //! (`crate::chain`) wraps those around it.
 
+pub mod kafka;
+pub mod s3;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
