@@ -449,8 +449,7 @@ impl Validator {
             && k.topic.len() <= 249
             && k.topic != "."
             && k.topic != ".."
-            && k
-                .topic
+            && k.topic
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         self.check(
@@ -552,13 +551,13 @@ impl Validator {
             );
         }
         self.key_template(&format!("{path}.key_template"), &s.key_template);
-        if let Some(endpoint) = &s.endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                self.error(
-                    format!("{path}.endpoint"),
-                    format!("{endpoint:?} must be a URL starting with http:// or https://"),
-                );
-            }
+        if let Some(endpoint) = &s.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            self.error(
+                format!("{path}.endpoint"),
+                format!("{endpoint:?} must be a URL starting with http:// or https://"),
+            );
         }
         if let Some(region) = &s.region {
             self.check(
@@ -668,7 +667,9 @@ mod tests {
         let none = errors("sinks:\n  a: {}\n");
         assert_eq!(
             none,
-            vec!["sinks.a: no backend set: set exactly one of file, stdout, blackhole, otlp, kafka, s3"]
+            vec![
+                "sinks.a: no backend set: set exactly one of file, stdout, blackhole, otlp, kafka, s3"
+            ]
         );
         let two = errors("sinks:\n  a:\n    blackhole: {}\n    stdout: {}\n");
         assert_eq!(
@@ -754,7 +755,10 @@ mod tests {
             "sinks.events.kafka.librdkafka.sasl.password: is set by the sink; use sinks.events.kafka.sasl.password_env instead",
         ];
         for prefix in expected {
-            assert!(errs.iter().any(|e| e.starts_with(prefix)), "{prefix}\n{errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
         }
         assert_eq!(errs.len(), expected.len(), "{errs:#?}");
     }
@@ -773,7 +777,10 @@ mod tests {
             "sinks.archive.s3.multipart_part_size: must be at least 5MiB",
         ];
         for prefix in expected {
-            assert!(errs.iter().any(|e| e.starts_with(prefix)), "{prefix}\n{errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
         }
         assert_eq!(errs.len(), expected.len(), "{errs:#?}");
         let trailing = errors("sinks:\n  a:\n    s3: {bucket: spans, key_template: 'x/%'}\n");
@@ -799,11 +806,15 @@ mod tests {
                 "sinks:\n  a:\n    kafka: {{brokers: ['k:9092'], topic: t, acks: {yaml}, idempotence: false}}\n"
             ))
             .unwrap();
-            assert_eq!(config.sinks["a"].kafka.as_ref().unwrap().acks, acks, "{yaml}");
+            assert_eq!(
+                config.sinks["a"].kafka.as_ref().unwrap().acks,
+                acks,
+                "{yaml}"
+            );
         }
-        let bad: Result<ExporterConfig, _> =
-            serde_yaml::from_str("sinks:\n  a:\n    kafka: {brokers: ['k:9092'], topic: t, acks: 2}\n");
+        let bad: Result<ExporterConfig, _> = serde_yaml::from_str(
+            "sinks:\n  a:\n    kafka: {brokers: ['k:9092'], topic: t, acks: 2}\n",
+        );
         assert!(bad.unwrap_err().to_string().contains("write all, 1 or 0"));
     }
-
 }

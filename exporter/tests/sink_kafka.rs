@@ -31,9 +31,14 @@ fn decode(encoding: KafkaEncoding, value: &[u8]) -> ExportTraceServiceRequest {
     }
 }
 
-fn merged(requests: impl IntoIterator<Item = ExportTraceServiceRequest>) -> ExportTraceServiceRequest {
+fn merged(
+    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
+) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
-        resource_spans: requests.into_iter().flat_map(|r| r.resource_spans).collect(),
+        resource_spans: requests
+            .into_iter()
+            .flat_map(|r| r.resource_spans)
+            .collect(),
     }
 }
 
@@ -42,7 +47,7 @@ fn merged(requests: impl IntoIterator<Item = ExportTraceServiceRequest>) -> Expo
 #[test]
 fn one_message_per_trace_keyed_by_hex_trace_id_with_wrappers_kept() {
     let request = rich_request(5, 8);
-    let batch = batch_of(&[request.clone()]);
+    let batch = batch_of(&[&request]);
     for encoding in [KafkaEncoding::OtlpProto, KafkaEncoding::OtlpJson] {
         let encoded = encode_batch(&batch, encoding, 1_000_000).unwrap();
         assert_eq!(encoded.messages.len(), 5, "{encoding:?}");
@@ -65,14 +70,23 @@ fn one_message_per_trace_keyed_by_hex_trace_id_with_wrappers_kept() {
 
 #[test]
 fn otlp_json_uses_hex_ids_and_string_int64() {
-    let batch = batch_of(&[rich_request(1, 1)]);
+    let batch = batch_of(&[&rich_request(1, 1)]);
     let encoded = encode_batch(&batch, KafkaEncoding::OtlpJson, 1_000_000).unwrap();
     let text = String::from_utf8(encoded.messages[0].value.to_vec()).unwrap();
     let hex_trace = const_hex::encode(sink_test_spans::trace_id(1));
-    assert!(text.contains(&format!("\"traceId\":\"{hex_trace}\"")), "{text}");
+    assert!(
+        text.contains(&format!("\"traceId\":\"{hex_trace}\"")),
+        "{text}"
+    );
     assert!(text.contains("\"spanId\":\"0100030405060708\""), "{text}");
-    assert!(text.contains("\"startTimeUnixNano\":\"1700000000000000000\""), "{text}");
-    assert!(text.contains("\"intValue\":\"-9007199254740993\""), "{text}");
+    assert!(
+        text.contains("\"startTimeUnixNano\":\"1700000000000000000\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"intValue\":\"-9007199254740993\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -92,11 +106,15 @@ fn large_traces_are_split_and_lone_oversized_spans_dropped() {
             schema_url: String::new(),
         }],
     };
-    let batch = batch_of(&[request.clone(), with_huge]);
+    let batch = batch_of(&[&request, &with_huge]);
     for encoding in [KafkaEncoding::OtlpProto, KafkaEncoding::OtlpJson] {
         let encoded = encode_batch(&batch, encoding, max).unwrap();
         assert_eq!(encoded.oversized_spans, 1, "{encoding:?}");
-        assert!(encoded.messages.len() > 4, "{} messages", encoded.messages.len());
+        assert!(
+            encoded.messages.len() > 4,
+            "{} messages",
+            encoded.messages.len()
+        );
         let mut per_key: BTreeMap<String, Vec<ExportTraceServiceRequest>> = BTreeMap::new();
         for m in &encoded.messages {
             assert!(m.value.len() <= max, "{} > {max}", m.value.len());
@@ -126,7 +144,9 @@ fn producer_properties_follow_the_config() {
         ..KafkaTlsConfig::default()
     });
     config.librdkafka.insert("linger.ms".into(), "20".into());
-    config.librdkafka.insert("partitioner".into(), "consistent".into());
+    config
+        .librdkafka
+        .insert("partitioner".into(), "consistent".into());
     let env = |name: &str| match name {
         "KAFKA_USER" => Some("spansink".to_string()),
         "KAFKA_PASSWORD" => Some("s3cret".to_string()),
@@ -156,7 +176,43 @@ fn producer_properties_follow_the_config() {
     let err = KafkaSink::with_env("events", &config, &Metrics::for_tests(), &no_env)
         .err()
         .unwrap();
-    assert!(err.to_string().starts_with("sinks.events: environment variable KAFKA_USER"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("sinks.events: environment variable KAFKA_USER"),
+        "{err}"
+    );
+}
+
+#[test]
+fn librdkafka_errors_are_classified() {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+    use spansink_exporter::sinks::kafka::producer::classify;
+    for code in [
+        C::MessageTimedOut,
+        C::AllBrokersDown,
+        C::QueueFull,
+        C::NotLeaderForPartition,
+        C::LeaderNotAvailable,
+        C::NetworkException,
+        C::BrokerTransportFailure,
+        C::RequestTimedOut,
+        C::NotEnoughReplicas,
+    ] {
+        let e = classify(&KafkaError::MessageProduction(code));
+        assert!(e.is_transient(), "{code:?}: {e}");
+    }
+    for (code, reason) in [
+        (C::TopicAuthorizationFailed, "unauthorized"),
+        (C::SaslAuthenticationFailed, "authentication"),
+        (C::MessageSizeTooLarge, "message_too_large"),
+        (C::InvalidMessage, "invalid_message"),
+        (C::UnknownTopic, "unknown_topic"),
+        (C::UnknownTopicOrPartition, "unknown_topic"),
+    ] {
+        let e = classify(&KafkaError::MessageProduction(code));
+        assert!(!e.is_transient(), "{code:?}: {e}");
+        assert_eq!(e.reason(), reason, "{code:?}");
+    }
 }
 
 // ---------------------------------------------------------------- against the mock cluster
@@ -214,11 +270,16 @@ async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
     for encoding in [KafkaEncoding::OtlpProto, KafkaEncoding::OtlpJson] {
         let cluster = cluster();
         let bootstrap = cluster.bootstrap_servers();
-        let sink = KafkaSink::new("events", &sink_config(&bootstrap, encoding), &Metrics::for_tests()).unwrap();
+        let sink = KafkaSink::new(
+            "events",
+            &sink_config(&bootstrap, encoding),
+            &Metrics::for_tests(),
+        )
+        .unwrap();
         let first = rich_request(12, 6);
         let second = rich_request(12, 3); // the same traces again, in a later request
-        sink.export(&batch_of(&[first.clone(), second.clone()])).await.unwrap();
-        sink.export(&batch_of(&[first.clone()])).await.unwrap();
+        sink.export(&batch_of(&[&first, &second])).await.unwrap();
+        sink.export(&batch_of(&[&first])).await.unwrap();
         sink.shutdown().await.unwrap();
 
         let total = 2 * span_count(&first) + span_count(&second);
@@ -230,17 +291,31 @@ async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
             for id in trace_ids(&r) {
                 assert_eq!(c.key, const_hex::encode(&id), "key is the hex trace id");
             }
-            partitions.entry(c.key.clone()).or_default().insert(c.partition);
+            partitions
+                .entry(c.key.clone())
+                .or_default()
+                .insert(c.partition);
             decoded.push(r);
         }
         assert_eq!(partitions.len(), 12);
         for (trace, parts) in &partitions {
-            assert_eq!(parts.len(), 1, "trace {trace} spread over partitions {parts:?}");
+            assert_eq!(
+                parts.len(),
+                1,
+                "trace {trace} spread over partitions {parts:?}"
+            );
         }
         let used: BTreeSet<i32> = partitions.values().flatten().copied().collect();
-        assert!(used.len() > 1, "12 traces should use several of {PARTITIONS} partitions: {used:?}");
+        assert!(
+            used.len() > 1,
+            "12 traces should use several of {PARTITIONS} partitions: {used:?}"
+        );
         let expected = merged([first.clone(), second, first]);
-        assert_eq!(flatten(&merged(decoded)), flatten(&expected), "{encoding:?}");
+        assert_eq!(
+            flatten(&merged(decoded)),
+            flatten(&expected),
+            "{encoding:?}"
+        );
     }
 }
 
@@ -257,7 +332,9 @@ async fn oversized_batches_are_split_and_lone_oversized_spans_counted() {
     huge.name = "x".repeat(8_000);
     let mut with_huge = rich_request(0, 0);
     with_huge.resource_spans[0].scope_spans[0].spans.push(huge);
-    sink.export(&batch_of(&[request.clone(), with_huge])).await.unwrap();
+    sink.export(&batch_of(&[&request, &with_huge]))
+        .await
+        .unwrap();
     let dropped = metrics
         .sink_dropped_spans
         .get_or_create(&SinkReasonLabels {
@@ -275,7 +352,11 @@ async fn oversized_batches_are_split_and_lone_oversized_spans_counted() {
         partitions.entry(&c.key).or_default().insert(c.partition);
     }
     assert!(partitions.values().all(|p| p.len() == 1), "{partitions:?}");
-    let decoded = merged(consumed.iter().map(|c| decode(KafkaEncoding::OtlpProto, &c.value)));
+    let decoded = merged(
+        consumed
+            .iter()
+            .map(|c| decode(KafkaEncoding::OtlpProto, &c.value)),
+    );
     assert_eq!(flatten(&decoded), flatten(&request));
 
     // A batch of nothing but such spans is a permanent failure, so a fallback gets it.
@@ -283,7 +364,7 @@ async fn oversized_batches_are_split_and_lone_oversized_spans_counted() {
     let mut span = rich_span(51, 0);
     span.name = "y".repeat(8_000);
     only_huge.resource_spans[0].scope_spans[0].spans.push(span);
-    let err = sink.export(&batch_of(&[only_huge])).await.unwrap_err();
+    let err = sink.export(&batch_of(&[&only_huge])).await.unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.reason(), "message_too_large");
 }
@@ -293,17 +374,25 @@ async fn brokers_down_at_start_fail_transiently_then_deliver_once_up() {
     let cluster = cluster();
     let bootstrap = cluster.bootstrap_servers();
     cluster.broker_down(-1).unwrap();
-    let sink = KafkaSink::new("events", &sink_config(&bootstrap, KafkaEncoding::OtlpProto), &Metrics::for_tests())
-        .unwrap();
+    let sink = KafkaSink::new(
+        "events",
+        &sink_config(&bootstrap, KafkaEncoding::OtlpProto),
+        &Metrics::for_tests(),
+    )
+    .unwrap();
     let request = rich_request(4, 2);
-    let err = sink.export(&batch_of(&[request.clone()])).await.unwrap_err();
+    let err = sink.export(&batch_of(&[&request])).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
 
     cluster.broker_up(-1).unwrap();
     // What the retry policy does: try the same batch again.
-    sink.export(&batch_of(&[request.clone()])).await.unwrap();
+    sink.export(&batch_of(&[&request])).await.unwrap();
     let consumed = consume(&bootstrap, KafkaEncoding::OtlpProto, span_count(&request));
-    let decoded = merged(consumed.iter().map(|c| decode(KafkaEncoding::OtlpProto, &c.value)));
+    let decoded = merged(
+        consumed
+            .iter()
+            .map(|c| decode(KafkaEncoding::OtlpProto, &c.value)),
+    );
     assert_eq!(flatten(&decoded), flatten(&request));
 }
 
@@ -311,10 +400,14 @@ async fn brokers_down_at_start_fail_transiently_then_deliver_once_up() {
 async fn produce_errors_mid_stream_are_transient() {
     let cluster = cluster();
     let bootstrap = cluster.bootstrap_servers();
-    let sink = KafkaSink::new("events", &sink_config(&bootstrap, KafkaEncoding::OtlpProto), &Metrics::for_tests())
-        .unwrap();
+    let sink = KafkaSink::new(
+        "events",
+        &sink_config(&bootstrap, KafkaEncoding::OtlpProto),
+        &Metrics::for_tests(),
+    )
+    .unwrap();
     let request = rich_request(3, 2);
-    sink.export(&batch_of(&[request.clone()])).await.unwrap();
+    sink.export(&batch_of(&[&request])).await.unwrap();
 
     // Every produce request now fails with a retriable broker error until the producer
     // gives up on the messages (message_timeout).
@@ -322,13 +415,17 @@ async fn produce_errors_mid_stream_are_transient() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 500],
     );
-    let err = sink.export(&batch_of(&[request.clone()])).await.unwrap_err();
+    let err = sink.export(&batch_of(&[&request])).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
 
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
-    sink.export(&batch_of(&[request.clone()])).await.unwrap();
+    sink.export(&batch_of(&[&request])).await.unwrap();
     // At least once: the failed export's messages may also have been written.
-    let consumed = consume(&bootstrap, KafkaEncoding::OtlpProto, 2 * span_count(&request));
+    let consumed = consume(
+        &bootstrap,
+        KafkaEncoding::OtlpProto,
+        2 * span_count(&request),
+    );
     assert!(consumed.len() >= 6);
 }
 
@@ -336,13 +433,20 @@ async fn produce_errors_mid_stream_are_transient() {
 async fn topic_authorization_failure_is_permanent() {
     let cluster = cluster();
     let bootstrap = cluster.bootstrap_servers();
-    let sink = KafkaSink::new("events", &sink_config(&bootstrap, KafkaEncoding::OtlpProto), &Metrics::for_tests())
-        .unwrap();
+    let sink = KafkaSink::new(
+        "events",
+        &sink_config(&bootstrap, KafkaEncoding::OtlpProto),
+        &Metrics::for_tests(),
+    )
+    .unwrap();
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
     );
-    let err = sink.export(&batch_of(&[rich_request(2, 2)])).await.unwrap_err();
+    let err = sink
+        .export(&batch_of(&[&rich_request(2, 2)]))
+        .await
+        .unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.reason(), "unauthorized");
 }

@@ -66,7 +66,10 @@ impl Moto {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {addr} within 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {addr} within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
@@ -108,8 +111,8 @@ fn sink_config(endpoint: &str) -> S3SinkConfig {
     config
 }
 
-fn sink(config: &S3SinkConfig) -> S3Sink {
-    S3Sink::from_sdk_config("archive", config, &Metrics::for_tests(), &sdk_config()).unwrap()
+fn s3_sink(config: &S3SinkConfig) -> S3Sink {
+    S3Sink::from_sdk_config("archive", config, &sdk_config()).unwrap()
 }
 
 /// A plain client to look at the bucket the way a user would.
@@ -134,7 +137,12 @@ async fn list_keys(client: &aws_sdk_s3::Client) -> Vec<String> {
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        keys.extend(page.unwrap().contents().iter().filter_map(|o| o.key().map(String::from)));
+        keys.extend(
+            page.unwrap()
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(String::from)),
+        );
     }
     keys
 }
@@ -148,7 +156,13 @@ struct Downloaded {
 }
 
 async fn download(client: &aws_sdk_s3::Client, key: &str) -> Downloaded {
-    let object = client.get_object().bucket(BUCKET).key(key).send().await.unwrap();
+    let object = client
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
     Downloaded {
         content_type: object.content_type().map(String::from),
         content_encoding: object.content_encoding().map(String::from),
@@ -163,7 +177,9 @@ fn decompress(compression: S3Compression, body: &[u8]) -> Vec<u8> {
         S3Compression::None => body.to_vec(),
         S3Compression::Gzip => {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(body).read_to_end(&mut out).unwrap();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
             out
         }
         S3Compression::Zstd => zstd::decode_all(body).unwrap(),
@@ -180,7 +196,10 @@ fn decode(encoding: S3Encoding, plain: &[u8]) -> ExportTraceServiceRequest {
 /// The time partitions the default template can give for a write between `from` and `to`.
 fn partitions(from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
     let template = KeyTemplate::parse(S3SinkConfig::DEFAULT_KEY_TEMPLATE).unwrap();
-    [from, to].into_iter().map(|t| format!("prod/{}", template.render(t))).collect()
+    [from, to]
+        .into_iter()
+        .map(|t| format!("prod/{}", template.render(t)))
+        .collect()
 }
 
 fn split_key<'a>(key: &'a str, allowed_partitions: &BTreeSet<String>, extension: &str) -> &'a str {
@@ -192,7 +211,8 @@ fn split_key<'a>(key: &'a str, allowed_partitions: &BTreeSet<String>, extension:
     let id = rest
         .strip_suffix(extension)
         .unwrap_or_else(|| panic!("{key} does not end with {extension}"));
-    let uuid = uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("{key}: {id} is not a UUID: {e}"));
+    let uuid =
+        uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("{key}: {id} is not a UUID: {e}"));
     assert_eq!(uuid.get_version_num(), 7, "{key}");
     id
 }
@@ -202,7 +222,7 @@ async fn each_batch_is_one_object_under_a_unique_time_partitioned_key() {
     let moto = Moto::start();
     let s3 = client(&moto.endpoint);
     create_bucket(&s3).await;
-    let sink = std::sync::Arc::new(sink(&sink_config(&moto.endpoint)));
+    let sink = std::sync::Arc::new(s3_sink(&sink_config(&moto.endpoint)));
 
     let before = Utc::now();
     let mut batches = Vec::new();
@@ -217,7 +237,7 @@ async fn each_batch_is_one_object_under_a_unique_time_partitioned_key() {
                 }
             }
         }
-        let batch = batch_of(&[request.clone(), rich_request(1, 1)]);
+        let batch = batch_of(&[&request, &rich_request(1, 1)]);
         batches.push(flatten(&batch.decode().unwrap()));
         let sink = sink.clone();
         // Concurrent exports, as with rate_limit.max_concurrent_exports > 1.
@@ -231,20 +251,32 @@ async fn each_batch_is_one_object_under_a_unique_time_partitioned_key() {
     let keys = list_keys(&s3).await;
     assert_eq!(keys.len(), 24, "{keys:?}");
     let allowed = partitions(before, after);
-    let ids: BTreeSet<&str> = keys.iter().map(|k| split_key(k, &allowed, ".binpb.gz")).collect();
+    let ids: BTreeSet<&str> = keys
+        .iter()
+        .map(|k| split_key(k, &allowed, ".binpb.gz"))
+        .collect();
     assert_eq!(ids.len(), 24, "every key is unique");
 
     let mut found = Vec::new();
     for key in &keys {
         let object = download(&s3, key).await;
-        assert_eq!(object.content_type.as_deref(), Some("application/x-protobuf"));
+        assert_eq!(
+            object.content_type.as_deref(),
+            Some("application/x-protobuf")
+        );
         assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
-        let request = decode(S3Encoding::OtlpProto, &decompress(S3Compression::Gzip, &object.body));
+        let request = decode(
+            S3Encoding::OtlpProto,
+            &decompress(S3Compression::Gzip, &object.body),
+        );
         found.push(flatten(&request));
     }
     found.sort();
     batches.sort();
-    assert_eq!(found, batches, "every batch's spans, every field, in its own object");
+    assert_eq!(
+        found, batches,
+        "every batch's spans, every field, in its own object"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,14 +291,19 @@ async fn otlp_json_zstd_and_storage_class_round_trip() {
     config.storage_class = Some(S3StorageClass::StandardIa);
     let request = rich_request(3, 4);
     let before = Utc::now();
-    sink(&config).export(&batch_of(&[request.clone()])).await.unwrap();
+    s3_sink(&config)
+        .export(&batch_of(&[&request]))
+        .await
+        .unwrap();
     let after = Utc::now();
 
     let keys = list_keys(&s3).await;
     assert_eq!(keys.len(), 1);
     let template = KeyTemplate::parse("otlp/%F/%H%M/").unwrap();
-    let allowed: BTreeSet<String> =
-        [before, after].into_iter().map(|t| format!("prod/{}", template.render(t))).collect();
+    let allowed: BTreeSet<String> = [before, after]
+        .into_iter()
+        .map(|t| format!("prod/{}", template.render(t)))
+        .collect();
     split_key(&keys[0], &allowed, ".json.zst");
     let object = download(&s3, &keys[0]).await;
     assert_eq!(object.content_type.as_deref(), Some("application/json"));
@@ -275,8 +312,14 @@ async fn otlp_json_zstd_and_storage_class_round_trip() {
     let plain = decompress(S3Compression::Zstd, &object.body);
     let text = std::str::from_utf8(&plain).unwrap();
     let hex_trace = const_hex::encode(sink_test_spans::trace_id(1));
-    assert!(text.contains(&format!("\"traceId\":\"{hex_trace}\"")), "OTLP JSON uses hex ids");
-    assert_eq!(flatten(&decode(S3Encoding::OtlpJson, &plain)), flatten(&request));
+    assert!(
+        text.contains(&format!("\"traceId\":\"{hex_trace}\"")),
+        "OTLP JSON uses hex ids"
+    );
+    assert_eq!(
+        flatten(&decode(S3Encoding::OtlpJson, &plain)),
+        flatten(&request)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,9 +340,9 @@ async fn large_batches_use_multipart_upload() {
         span.name = format!("{i:06}{}", "n".repeat(10_000));
         spans.push(span);
     }
-    let batch = batch_of(&[request.clone()]);
+    let batch = batch_of(&[&request]);
     assert!(batch.encoded_len() > 10 * 1024 * 1024 && batch.encoded_len() < 15 * 1024 * 1024);
-    sink(&config).export(&batch).await.unwrap();
+    s3_sink(&config).export(&batch).await.unwrap();
 
     let keys = list_keys(&s3).await;
     assert_eq!(keys.len(), 1);
@@ -310,14 +353,20 @@ async fn large_batches_use_multipart_upload() {
     let e_tag = object.e_tag.unwrap_or_default();
     assert!(e_tag.trim_matches('"').ends_with("-3"), "ETag {e_tag}");
     assert_eq!(object.body.len(), batch.encoded_len());
-    assert_eq!(flatten(&decode(S3Encoding::OtlpProto, &object.body)), flatten(&request));
+    assert_eq!(
+        flatten(&decode(S3Encoding::OtlpProto, &object.body)),
+        flatten(&request)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_bucket_is_permanent() {
     let moto = Moto::start();
-    let sink = sink(&sink_config(&moto.endpoint));
-    let err = sink.export(&batch_of(&[rich_request(1, 1)])).await.unwrap_err();
+    let sink = s3_sink(&sink_config(&moto.endpoint));
+    let err = sink
+        .export(&batch_of(&[&rich_request(1, 1)]))
+        .await
+        .unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.reason(), "no_such_bucket", "{err}");
     assert!(err.to_string().contains("NoSuchBucket"), "{err}");
@@ -326,20 +375,19 @@ async fn a_missing_bucket_is_permanent() {
     let mut config = sink_config(&moto.endpoint);
     config.multipart_threshold = ByteSize::kib(1);
     config.compression = S3Compression::None;
-    let err = super_sink(&config).export(&batch_of(&[rich_request(4, 4)])).await.unwrap_err();
+    let err = s3_sink(&config)
+        .export(&batch_of(&[&rich_request(4, 4)]))
+        .await
+        .unwrap_err();
     assert!(!err.is_transient(), "{err}");
-}
-
-fn super_sink(config: &S3SinkConfig) -> S3Sink {
-    sink(config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_is_down_is_transient_and_delivery_follows_once_it_is_up() {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let sink = sink(&sink_config(&endpoint));
-    let batch = batch_of(&[rich_request(2, 2)]);
+    let sink = s3_sink(&sink_config(&endpoint));
+    let batch = batch_of(&[&rich_request(2, 2)]);
     let err = sink.export(&batch).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.reason(), "connect", "{err}");
@@ -359,8 +407,18 @@ async fn the_standard_chain_builds_without_touching_the_network() {
     let mut config = S3SinkConfig::new(BUCKET);
     config.region = Some("eu-west-1".into());
     config.endpoint = Some("http://127.0.0.1:9".into());
-    assert!(S3Sink::new("archive", &config, &Metrics::for_tests()).await.is_ok());
+    assert!(
+        S3Sink::new("archive", &config, &Metrics::for_tests())
+            .await
+            .is_ok()
+    );
     config.key_template = "bad/%Q".into();
-    let err = S3Sink::new("archive", &config, &Metrics::for_tests()).await.err().unwrap();
-    assert!(err.to_string().starts_with("sinks.archive: key_template"), "{err}");
+    let err = S3Sink::new("archive", &config, &Metrics::for_tests())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().starts_with("sinks.archive: key_template"),
+        "{err}"
+    );
 }

@@ -117,7 +117,10 @@ impl KafkaSinkConfig {
         ("ssl.key.pem", "tls.key_file"),
         ("ssl.certificate.pem", "tls.cert_file"),
         ("ssl.ca.pem", "tls.ca_file"),
-        ("sasl.oauthbearer.client.secret", "a Secret (not supported here)"),
+        (
+            "sasl.oauthbearer.client.secret",
+            "a Secret (not supported here)",
+        ),
     ];
 }
 

@@ -62,7 +62,8 @@ impl S3SinkConfig {
     /// The default `key_template`.
     pub const DEFAULT_KEY_TEMPLATE: &'static str = "traces/year=%Y/month=%m/day=%d/hour=%H/";
     /// Time specifiers `key_template` accepts (after `%`).
-    pub const KEY_TEMPLATE_SPECIFIERS: &'static [char] = &['Y', 'm', 'd', 'H', 'M', 'S', 'j', 'F', '%'];
+    pub const KEY_TEMPLATE_SPECIFIERS: &'static [char] =
+        &['Y', 'm', 'd', 'H', 'M', 'S', 'j', 'F', '%'];
     /// S3's smallest part of a multipart upload (all but the last).
     pub const MIN_PART_SIZE: ByteSize = ByteSize::mib(5);
     /// S3's largest part.

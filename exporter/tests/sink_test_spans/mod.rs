@@ -150,9 +150,12 @@ pub fn rich_request(traces: u8, spans_per_trace: u8) -> ExportTraceServiceReques
     ExportTraceServiceRequest { resource_spans }
 }
 
-/// A batch of two parts, as the chain would hand it to a sink.
-pub fn batch_of(requests: &[ExportTraceServiceRequest]) -> Batch {
-    requests.iter().map(TraceData::from_request).collect()
+/// A batch of these requests (one part each), as the chain would hand it to a sink.
+pub fn batch_of(requests: &[&ExportTraceServiceRequest]) -> Batch {
+    requests
+        .iter()
+        .map(|r| TraceData::from_request(r))
+        .collect()
 }
 
 /// Every span with its resource and scope (and their schema URLs), sorted: equal for two

@@ -52,15 +52,15 @@ pub fn encode_batch(
     let traces = group_by_trace(batch.decode()?);
     let mut out = EncodedBatch::default();
     // A batch that is one trace and already fits goes out as received, without re-encoding.
-    if let ([(key, _)], KafkaEncoding::OtlpProto) = (traces.as_slice(), encoding) {
-        if batch.encoded_len() <= max_message_bytes {
-            out.messages.push(KafkaMessage {
-                key: key.clone(),
-                value: batch.encoded(),
-                spans: batch.span_count(),
-            });
-            return Ok(out);
-        }
+    if let ([(key, _)], KafkaEncoding::OtlpProto) = (traces.as_slice(), encoding)
+        && batch.encoded_len() <= max_message_bytes
+    {
+        out.messages.push(KafkaMessage {
+            key: key.clone(),
+            value: batch.encoded(),
+            spans: batch.span_count(),
+        });
+        return Ok(out);
     }
     for (key, request) in traces {
         fit(request, &key, encoding, max_message_bytes, &mut out)?;

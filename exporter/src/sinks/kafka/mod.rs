@@ -31,7 +31,11 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// Creates the producer. It connects in the background: brokers that are down now
     /// make exports fail (transiently) later, not the build.
-    pub fn new(name: &str, config: &KafkaSinkConfig, metrics: &Metrics) -> Result<Self, BuildError> {
+    pub fn new(
+        name: &str,
+        config: &KafkaSinkConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
         Self::with_env(name, config, metrics, &|var| std::env::var(var).ok())
     }
 

@@ -159,9 +159,9 @@ async fn enqueue(
 /// "permanent" sends good data to the fallback.
 pub fn classify(error: &KafkaError) -> SinkError {
     let code = match error {
-        KafkaError::MessageProduction(code) | KafkaError::Flush(code) | KafkaError::Global(code) => {
-            *code
-        }
+        KafkaError::MessageProduction(code)
+        | KafkaError::Flush(code)
+        | KafkaError::Global(code) => *code,
         other => return SinkError::transient("kafka", format!("Kafka producer: {other}")),
     };
     use RDKafkaErrorCode as C;
@@ -173,9 +173,7 @@ pub fn classify(error: &KafkaError) -> SinkError {
         C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge => {
             Some("message_too_large")
         }
-        C::InvalidMessage | C::InvalidRecord => {
-            Some("invalid_message")
-        }
+        C::InvalidMessage | C::InvalidRecord => Some("invalid_message"),
         C::UnknownTopic | C::UnknownTopicOrPartition | C::UnknownPartition | C::InvalidTopic => {
             Some("unknown_topic")
         }
@@ -204,7 +202,9 @@ fn transient_reason(code: RDKafkaErrorCode) -> &'static str {
             "unavailable"
         }
         C::QueueFull | C::ThrottlingQuotaExceeded => "throttled",
-        C::NotLeaderForPartition | C::LeaderNotAvailable | C::NotEnoughReplicas
+        C::NotLeaderForPartition
+        | C::LeaderNotAvailable
+        | C::NotEnoughReplicas
         | C::NotEnoughReplicasAfterAppend => "leader",
         C::Fatal => "fatal",
         _ => "kafka",

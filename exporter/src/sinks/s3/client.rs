@@ -118,9 +118,8 @@ async fn upload_parts(
                     .body(ByteStream::from(chunk))
                     .customize()
                     .config_override(
-                        aws_sdk_s3::Config::builder().retry_config(
-                            RetryConfig::standard().with_max_attempts(PART_ATTEMPTS),
-                        ),
+                        aws_sdk_s3::Config::builder()
+                            .retry_config(RetryConfig::standard().with_max_attempts(PART_ATTEMPTS)),
                     )
                     .send()
                     .await
@@ -178,12 +177,17 @@ where
                     "unauthorized",
                     format!("{message}; grant s3:PutObject on the bucket to these credentials"),
                 ),
-                "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AuthorizationHeaderMalformed"
+                "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AuthorizationHeaderMalformed"
                 | "InvalidToken" => SinkError::permanent(
                     "authentication",
                     format!("{message}; check the AWS credentials and s3.region"),
                 ),
-                "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded"
+                "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
                 | "TooManyRequests" => SinkError::transient("throttled", message),
                 "RequestTimeout" | "ExpiredToken" | "InternalError" | "ServiceUnavailable" => {
                     SinkError::transient("unavailable", message)
@@ -203,16 +207,26 @@ where
             "connect",
             format!(
                 "S3 {operation} could not be sent: {}",
-                error_chain(failure.as_connector_error().map(|e| e as &(dyn std::error::Error + 'static)))
+                error_chain(
+                    failure
+                        .as_connector_error()
+                        .map(|e| e as &(dyn std::error::Error + 'static))
+                )
             ),
         ),
         SdkError::ResponseError(_) => SinkError::transient(
             "response",
-            format!("S3 {operation}: unreadable response: {}", error_chain(Some(error))),
+            format!(
+                "S3 {operation}: unreadable response: {}",
+                error_chain(Some(error))
+            ),
         ),
         SdkError::ConstructionFailure(_) => SinkError::permanent(
             "request",
-            format!("S3 {operation}: cannot build the request: {}", error_chain(Some(error))),
+            format!(
+                "S3 {operation}: cannot build the request: {}",
+                error_chain(Some(error))
+            ),
         ),
         _ => SinkError::transient(
             "s3",

@@ -41,24 +41,25 @@ impl S3Sink {
     /// (environment, web identity token / IRSA, profile, container and instance metadata).
     /// Async because the chain is loaded once here; credentials are resolved lazily, so
     /// an unreachable store or missing credentials fail exports (transiently), not the build.
+    /// `_metrics`: the chain around the sink counts its outcomes; the S3 sink records
+    /// nothing of its own (it is in the signature so every sink is built alike).
     pub async fn new(
         name: &str,
         config: &S3SinkConfig,
-        metrics: &Metrics,
+        _metrics: &Metrics,
     ) -> Result<Self, BuildError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }
         let sdk = loader.load().await;
-        Self::from_sdk_config(name, config, metrics, &sdk)
+        Self::from_sdk_config(name, config, &sdk)
     }
 
     /// Builds the sink on an already loaded AWS config (tests give static credentials).
     pub fn from_sdk_config(
         name: &str,
         config: &S3SinkConfig,
-        _metrics: &Metrics,
         sdk: &SdkConfig,
     ) -> Result<Self, BuildError> {
         let format = ObjectFormat {
@@ -103,6 +104,9 @@ impl S3Sink {
 #[async_trait]
 impl Sink for S3Sink {
     async fn export(&self, batch: &Batch) -> Result<(), SinkError> {
+        if batch.span_count() == 0 {
+            return Ok(()); // no empty objects
+        }
         let format = self.format;
         let owned = batch.clone(); // cheap: the parts are reference-counted bytes
         // Encoding and compression are CPU work; keep them off the async threads.

@@ -120,3 +120,54 @@ impl ObjectKeys {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 7, 4, 5, 9).unwrap()
+    }
+
+    #[test]
+    fn the_default_template_partitions_by_hour_in_utc() {
+        let t = KeyTemplate::parse("traces/year=%Y/month=%m/day=%d/hour=%H/").unwrap();
+        assert_eq!(t.render(at()), "traces/year=2026/month=03/day=07/hour=04/");
+    }
+
+    #[test]
+    fn every_specifier_and_a_literal_percent() {
+        let t = KeyTemplate::parse("%F %H:%M:%S d%j 100%% %Y%m%d").unwrap();
+        assert_eq!(t.render(at()), "2026-03-07 04:05:09 d066 100% 20260307");
+    }
+
+    #[test]
+    fn unsupported_specifiers_are_refused() {
+        for bad in ["x/%Q/", "x/%"] {
+            let err = KeyTemplate::parse(bad).unwrap_err();
+            assert!(err.contains("unsupported"), "{err}");
+        }
+    }
+
+    #[test]
+    fn keys_are_prefix_partition_uuid_v7_extension_and_unique() {
+        let keys = ObjectKeys::new("prod/", "%Y/", ".binpb.gz").unwrap();
+        let mut generated = Vec::new();
+        for _ in 0..1000 {
+            let key = keys.next(at());
+            let id = key
+                .strip_prefix("prod/2026/")
+                .and_then(|k| k.strip_suffix(".binpb.gz"))
+                .unwrap();
+            assert_eq!(Uuid::parse_str(id).unwrap().get_version_num(), 7);
+            generated.push(key);
+        }
+        // Unique, and in creation order when listed (S3 lists keys sorted).
+        let mut listed = generated.clone();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(listed, generated);
+    }
+}
