@@ -383,6 +383,7 @@ async fn brokers_down_at_start_fail_transiently_then_deliver_once_up() {
     let request = rich_request(4, 2);
     let err = sink.export(&batch_of(&[&request])).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "timeout", "{err}");
 
     cluster.broker_up(-1).unwrap();
     // What the retry policy does: try the same batch again.
@@ -417,6 +418,7 @@ async fn produce_errors_mid_stream_are_transient() {
     );
     let err = sink.export(&batch_of(&[&request])).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "timeout", "{err}");
 
     cluster.clear_request_errors(RDKafkaApiKey::Produce);
     sink.export(&batch_of(&[&request])).await.unwrap();
@@ -449,4 +451,41 @@ async fn topic_authorization_failure_is_permanent() {
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.reason(), "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_codec_is_built_in() {
+    use spansink_config::KafkaCompression as K;
+    for compression in [K::None, K::Gzip, K::Snappy, K::Lz4, K::Zstd] {
+        let cluster = cluster();
+        let bootstrap = cluster.bootstrap_servers();
+        let mut config = sink_config(&bootstrap, KafkaEncoding::OtlpProto);
+        config.compression = compression;
+        let sink = KafkaSink::new("events", &config, &Metrics::for_tests()).unwrap();
+        let request = rich_request(2, 3);
+        sink.export(&batch_of(&[&request])).await.unwrap();
+        let consumed = consume(&bootstrap, KafkaEncoding::OtlpProto, span_count(&request));
+        let decoded = merged(
+            consumed
+                .iter()
+                .map(|c| decode(KafkaEncoding::OtlpProto, &c.value)),
+        );
+        assert_eq!(flatten(&decoded), flatten(&request), "{compression:?}");
+    }
+}
+
+#[test]
+fn tls_and_scram_are_built_in() {
+    // librdkafka refuses security.protocol=sasl_ssl and SCRAM at creation when it was
+    // built without OpenSSL; creation does not connect.
+    let mut config = KafkaSinkConfig::new("127.0.0.1:1", TOPIC);
+    config.sasl = Some(KafkaSaslConfig {
+        mechanism: spansink_config::SaslMechanism::ScramSha512,
+        username_env: "U".into(),
+        password_env: "P".into(),
+    });
+    config.tls = Some(KafkaTlsConfig::default());
+    let env = |_: &str| Some("x".to_string());
+    let built = KafkaSink::with_env("events", &config, &Metrics::for_tests(), &env);
+    assert!(built.is_ok(), "{:?}", built.err());
 }
