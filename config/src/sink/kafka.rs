@@ -39,9 +39,11 @@ pub struct KafkaSinkConfig {
     pub idempotence: bool,
     /// Largest message value written, in bytes (before compression). A batch whose
     /// encoding would be larger is split into several messages; a single span larger
-    /// than this is dropped (counted in `spansink_sink_dropped_spans_total` with reason
-    /// `message_too_large`), never sent. Keep it at or below the topic's
-    /// `max.message.bytes`. Default: `1MB` (1,000,000 bytes).
+    /// than this is never sent: it is dropped (counted in
+    /// `spansink_sink_dropped_spans_total` with reason `message_too_large`) when the rest
+    /// of its batch is delivered, and a batch of only such spans fails permanently (so
+    /// a fallback gets it). Keep it at or below the topic's `max.message.bytes`.
+    /// Default: `1MB` (1,000,000 bytes).
     #[serde(default = "KafkaSinkConfig::default_max_message_bytes")]
     pub max_message_bytes: ByteSize,
     /// How long the producer keeps trying to deliver a message (across reconnects and

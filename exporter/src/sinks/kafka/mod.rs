@@ -91,6 +91,28 @@ impl KafkaSink {
             }
         }
     }
+
+    /// Spans that alone exceed `max_message_bytes` are never sent: no retry or fallback
+    /// could make them fit. Counted once, when the rest of their batch was delivered (a
+    /// batch that fails is retried or handed to the fallback whole, these spans with it).
+    fn count_oversized(&self, spans: usize) {
+        if spans == 0 {
+            return;
+        }
+        self.metrics
+            .sink_dropped_spans
+            .get_or_create(&SinkReasonLabels {
+                sink: self.name.clone(),
+                reason: "message_too_large",
+            })
+            .inc_by(spans as u64);
+        tracing::warn!(
+            sink = %self.name,
+            spans,
+            max_message_bytes = %self.config.max_message_bytes,
+            "spans larger than kafka.max_message_bytes on their own were dropped"
+        );
+    }
 }
 
 fn create_producer(config: &ClientConfig) -> Result<FutureProducer, String> {
@@ -108,30 +130,14 @@ impl Sink for KafkaSink {
             self.config.max_message_bytes.as_usize(),
         )
         .map_err(|e| SinkError::permanent("encoding", e.to_string()))?;
-        if encoded.oversized_spans > 0 {
-            // Never sent: no retry or fallback could make them fit. Counted and logged.
-            self.metrics
-                .sink_dropped_spans
-                .get_or_create(&SinkReasonLabels {
-                    sink: self.name.clone(),
-                    reason: "message_too_large",
-                })
-                .inc_by(encoded.oversized_spans as u64);
-            tracing::warn!(
-                sink = %self.name,
-                spans = encoded.oversized_spans,
-                max_message_bytes = %self.config.max_message_bytes,
-                "spans larger than kafka.max_message_bytes on their own were dropped"
-            );
-            if encoded.messages.is_empty() {
-                return Err(SinkError::permanent(
-                    "message_too_large",
-                    format!(
-                        "every span of the batch exceeds kafka.max_message_bytes ({}) on its own",
-                        self.config.max_message_bytes
-                    ),
-                ));
-            }
+        if encoded.messages.is_empty() && encoded.oversized_spans > 0 {
+            return Err(SinkError::permanent(
+                "message_too_large",
+                format!(
+                    "every span of the batch exceeds kafka.max_message_bytes ({}) on its own",
+                    self.config.max_message_bytes
+                ),
+            ));
         }
         let producer = self.producer();
         let outcome = producer::produce_all(
@@ -142,6 +148,7 @@ impl Sink for KafkaSink {
         )
         .await;
         if outcome.failures.is_empty() {
+            self.count_oversized(encoded.oversized_spans);
             tracing::debug!(sink = %self.name, spans = batch.span_count(), messages = outcome.delivered, "batch produced");
             return Ok(());
         }
@@ -155,7 +162,9 @@ impl Sink for KafkaSink {
             .clone();
         if self.replace_if_fatal(&producer) && !worst.is_transient() {
             // The old producer's errors say nothing about the new one.
-            return Err(SinkError::transient("fatal", worst.to_string()));
+            let (SinkError::Transient { message, .. } | SinkError::Permanent { message, .. }) =
+                worst;
+            return Err(SinkError::transient("fatal", message));
         }
         tracing::warn!(
             sink = %self.name,
