@@ -489,3 +489,32 @@ fn tls_and_scram_are_built_in() {
     let built = KafkaSink::with_env("events", &config, &Metrics::for_tests(), &env);
     assert!(built.is_ok(), "{:?}", built.err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_that_does_not_exist_is_permanent() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    // As a broker with auto.create.topics.enable=false answers.
+    cluster
+        .topic_error(
+            "missing",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    let mut config = sink_config(&bootstrap, KafkaEncoding::OtlpProto);
+    config.topic = "missing".into();
+    config
+        .librdkafka
+        .insert("allow.auto.create.topics".into(), "false".into());
+    // How long librdkafka waits for a topic to appear before failing its messages.
+    config
+        .librdkafka
+        .insert("topic.metadata.propagation.max.ms".into(), "500".into());
+    let sink = KafkaSink::new("events", &config, &Metrics::for_tests()).unwrap();
+    let err = sink
+        .export(&batch_of(&[&rich_request(1, 1)]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "unknown_topic", "{err}");
+}
