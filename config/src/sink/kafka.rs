@@ -138,7 +138,7 @@ pub enum KafkaEncoding {
     OtlpJson,
 }
 
-/// Producer-side compression codec.
+/// Producer-side compression codec. `zstd` needs brokers of Kafka 2.1 or later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KafkaCompression {
@@ -146,7 +146,6 @@ pub enum KafkaCompression {
     Gzip,
     Snappy,
     Lz4,
-    /// Needs brokers of Kafka 2.1 or later.
     Zstd,
 }
 
@@ -254,10 +253,9 @@ pub struct KafkaSaslConfig {
     pub password_env: String,
 }
 
-/// SASL mechanism.
+/// SASL mechanism. `PLAIN` sends the password in clear text: use it only with `tls`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SaslMechanism {
-    /// User name and password in clear text: use it only together with `tls`.
     #[serde(rename = "PLAIN")]
     Plain,
     #[serde(rename = "SCRAM-SHA-256")]
