@@ -22,8 +22,12 @@ pub use policy::{
 };
 pub use receivers::{ListenerConfig, ReceiversConfig};
 pub use sink::{
-    BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig, RotationConfig,
-    SinkConfig, StdoutFormat, StdoutSinkConfig,
+    BACKENDS, BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig,
+    RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,
+};
+pub use sink::{
+    KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
+    S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,
 };
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
 pub use units::{ByteSize, Duration};

@@ -2,6 +2,9 @@
 //! Backend settings are listed here as optional fields of which exactly one is set
 //! (the Kubernetes "one-of" idiom, which keeps the CRD schema structural).
 
+mod kafka;
+mod s3;
+
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
@@ -10,7 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig};
 use crate::units::{ByteSize, Duration};
 
-/// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, ...) plus its policies.
+pub use kafka::{
+    KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
+    SaslMechanism,
+};
+pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
+
+/// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)
+/// plus its policies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
@@ -26,6 +36,12 @@ pub struct SinkConfig {
     /// Forward spans to another OTLP/gRPC endpoint (a Collector, Jaeger, Tempo, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp: Option<OtlpSinkConfig>,
+    /// Produce spans to a Kafka topic, keyed by trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSinkConfig>,
+    /// Write each batch as one object to an S3 (or S3-compatible) bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3SinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -65,6 +81,8 @@ impl Default for SinkConfig {
             stdout: None,
             blackhole: None,
             otlp: None,
+            kafka: None,
+            s3: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -84,22 +102,25 @@ impl SinkConfig {
 
     /// The backends that are set, by their field name.
     pub fn backend_names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.file.is_some() {
-            names.push("file");
-        }
-        if self.stdout.is_some() {
-            names.push("stdout");
-        }
-        if self.blackhole.is_some() {
-            names.push("blackhole");
-        }
-        if self.otlp.is_some() {
-            names.push("otlp");
-        }
-        names
+        let set = [
+            self.file.is_some(),
+            self.stdout.is_some(),
+            self.blackhole.is_some(),
+            self.otlp.is_some(),
+            self.kafka.is_some(),
+            self.s3.is_some(),
+        ];
+        BACKENDS
+            .iter()
+            .zip(set)
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect()
     }
 }
+
+/// The backend field names of [`SinkConfig`], in declaration order.
+pub const BACKENDS: &[&str] = &["file", "stdout", "blackhole", "otlp", "kafka", "s3"];
 
 /// Files of spans on local disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use crate::policy::{
     BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig, SpanMatch,
 };
-use crate::sink::{FileSinkConfig, OtlpSinkConfig, SinkConfig};
-use crate::units::ByteSize;
+use crate::sink::{FileSinkConfig, KafkaSinkConfig, OtlpSinkConfig, S3SinkConfig, SinkConfig};
+use crate::units::{ByteSize, Duration};
 use crate::{ExporterConfig, ListenerConfig};
 
 /// One problem, e.g. `sinks.kafka-main.retry.max_attempts: must be >= 1`.
@@ -231,7 +231,10 @@ impl Validator {
         match sink.backend_names().as_slice() {
             [] => self.error(
                 path,
-                "no backend set: set exactly one of file, stdout, blackhole, otlp".to_string(),
+                format!(
+                    "no backend set: set exactly one of {}",
+                    crate::BACKENDS.join(", ")
+                ),
             ),
             [_] => {}
             many => self.error(
@@ -244,6 +247,12 @@ impl Validator {
         }
         if let Some(otlp) = &sink.otlp {
             self.otlp(&format!("{path}.otlp"), otlp);
+        }
+        if let Some(kafka) = &sink.kafka {
+            self.kafka(&format!("{path}.kafka"), kafka, sink.timeout, path);
+        }
+        if let Some(s3) = &sink.s3 {
+            self.s3(&format!("{path}.s3"), s3);
         }
         self.queue(&format!("{path}.queue"), &sink.queue);
         self.batch(&format!("{path}.batch"), &sink.batch, &sink.queue);
@@ -406,6 +415,203 @@ impl Validator {
             );
         }
     }
+
+    fn env_name(&mut self, path: String, name: &str) {
+        let ok = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        self.check(
+            ok,
+            path,
+            format!(
+                "{name:?} is not an environment variable name (letters, digits and '_', e.g. KAFKA_PASSWORD)"
+            ),
+        );
+    }
+
+    fn kafka(&mut self, path: &str, k: &KafkaSinkConfig, sink_timeout: Duration, sink_path: &str) {
+        if k.brokers.is_empty() {
+            self.error(
+                format!("{path}.brokers"),
+                "at least one broker is required, e.g. [\"kafka:9092\"]",
+            );
+        }
+        for (i, broker) in k.brokers.iter().enumerate() {
+            let ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            self.check(
+                ok,
+                format!("{path}.brokers[{i}]"),
+                format!("{broker:?} must be host:port, e.g. \"kafka-0.kafka:9092\""),
+            );
+        }
+        // Kafka's own rule for topic names.
+        let topic_ok = !k.topic.is_empty()
+            && k.topic.len() <= 249
+            && k.topic != "."
+            && k.topic != ".."
+            && k.topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        self.check(
+            topic_ok,
+            format!("{path}.topic"),
+            format!(
+                "{:?} is not a Kafka topic name (1-249 of letters, digits, '.', '_', '-')",
+                k.topic
+            ),
+        );
+        self.min_size(
+            format!("{path}.max_message_bytes"),
+            k.max_message_bytes,
+            ByteSize::kib(1),
+        );
+        // librdkafka's ceiling for message.max.bytes, less room for key and headers.
+        self.check(
+            k.max_message_bytes <= ByteSize(900_000_000),
+            format!("{path}.max_message_bytes"),
+            format!("must be at most 900MB (got {})", k.max_message_bytes),
+        );
+        self.positive(
+            &format!("{path}.message_timeout"),
+            k.message_timeout.get().is_zero(),
+        );
+        self.check(
+            k.message_timeout < sink_timeout,
+            format!("{path}.message_timeout"),
+            format!(
+                "must be shorter than {sink_path}.timeout ({sink_timeout}), so the producer gives up on a message before the export call is abandoned (got {})",
+                k.message_timeout
+            ),
+        );
+        if k.idempotence && k.acks != crate::sink::KafkaAcks::All {
+            self.error(
+                format!("{path}.acks"),
+                format!(
+                    "idempotence requires acks: all (got {}); set acks: all or idempotence: false",
+                    k.acks
+                ),
+            );
+        }
+        if let Some(sasl) = &k.sasl {
+            self.env_name(format!("{path}.sasl.username_env"), &sasl.username_env);
+            self.env_name(format!("{path}.sasl.password_env"), &sasl.password_env);
+        }
+        if let Some(tls) = &k.tls {
+            for (field, value) in [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+            ] {
+                if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                    self.error(format!("{path}.tls.{field}"), "must not be empty when set");
+                }
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                self.error(
+                    format!("{path}.tls"),
+                    "cert_file and key_file go together (mutual TLS): set both or neither",
+                );
+            }
+            if let Some(env) = &tls.key_password_env {
+                self.env_name(format!("{path}.tls.key_password_env"), env);
+            }
+        }
+        for key in k.librdkafka.keys() {
+            if let Some((_, instead)) = KafkaSinkConfig::RESERVED_LIBRDKAFKA_KEYS
+                .iter()
+                .find(|(reserved, _)| reserved == key)
+            {
+                self.error(
+                    format!("{path}.librdkafka.{key}"),
+                    format!("is set by the sink; use {path}.{instead} instead"),
+                );
+            }
+        }
+    }
+
+    fn s3(&mut self, path: &str, s: &S3SinkConfig) {
+        // S3's bucket naming rules (the part that a config can get wrong).
+        let b = &s.bucket;
+        let bucket_ok = (3..=63).contains(&b.len())
+            && b.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+            && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && b.ends_with(|c: char| c.is_ascii_alphanumeric());
+        self.check(
+            bucket_ok,
+            format!("{path}.bucket"),
+            format!(
+                "{b:?} is not a bucket name (3-63 lowercase letters, digits, '.', '-', starting and ending with a letter or digit)"
+            ),
+        );
+        if s.prefix.starts_with('/') {
+            self.error(
+                format!("{path}.prefix"),
+                "must not start with '/' (S3 keys have no leading slash)",
+            );
+        }
+        self.key_template(&format!("{path}.key_template"), &s.key_template);
+        if let Some(endpoint) = &s.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            self.error(
+                format!("{path}.endpoint"),
+                format!("{endpoint:?} must be a URL starting with http:// or https://"),
+            );
+        }
+        if let Some(region) = &s.region {
+            self.check(
+                !region.trim().is_empty(),
+                format!("{path}.region"),
+                "must not be empty when set (e.g. eu-west-1)",
+            );
+        }
+        self.min_size(
+            format!("{path}.multipart_threshold"),
+            s.multipart_threshold,
+            ByteSize::kib(1),
+        );
+        self.min_size(
+            format!("{path}.multipart_part_size"),
+            s.multipart_part_size,
+            S3SinkConfig::MIN_PART_SIZE,
+        );
+        self.check(
+            s.multipart_part_size <= S3SinkConfig::MAX_PART_SIZE,
+            format!("{path}.multipart_part_size"),
+            format!("must be at most 5GiB (got {})", s.multipart_part_size),
+        );
+    }
+
+    fn key_template(&mut self, path: &str, template: &str) {
+        if template.starts_with('/') {
+            self.error(
+                path,
+                "must not start with '/' (S3 keys have no leading slash)",
+            );
+        }
+        let mut chars = template.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                continue;
+            }
+            match chars.next() {
+                Some(spec) if S3SinkConfig::KEY_TEMPLATE_SPECIFIERS.contains(&spec) => {}
+                other => {
+                    let found = other.map_or("end of text".to_string(), |c| format!("%{c}"));
+                    self.error(
+                        path,
+                        format!(
+                            "{template:?}: unsupported {found}; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -463,7 +669,9 @@ mod tests {
         let none = errors("sinks:\n  a: {}\n");
         assert_eq!(
             none,
-            vec!["sinks.a: no backend set: set exactly one of file, stdout, blackhole, otlp"]
+            vec![
+                "sinks.a: no backend set: set exactly one of file, stdout, blackhole, otlp, kafka, s3"
+            ]
         );
         let two = errors("sinks:\n  a:\n    blackhole: {}\n    stdout: {}\n");
         assert_eq!(
@@ -519,5 +727,96 @@ mod tests {
                 .starts_with("sinks.Main_Sink.rate_limit.burst: must be >= batch.max_spans (512)")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn kafka_and_s3_defaults_pass() {
+        assert_eq!(
+            errors(
+                "sinks:\n  events:\n    kafka: {brokers: ['kafka-0.kafka:9092'], topic: otel.spans}\n    fallback: archive\n  archive:\n    s3: {bucket: my-spans}\n    fallback_only: true\n"
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn kafka_settings_are_checked_with_their_paths() {
+        let errs = errors(
+            "sinks:\n  events:\n    timeout: 10s\n    kafka:\n      brokers: ['kafka', ':9092']\n      topic: 'bad topic'\n      acks: 1\n      max_message_bytes: 512\n      message_timeout: 10s\n      sasl: {mechanism: PLAIN, username_env: KAFKA_USER, password_env: 'my password'}\n      tls: {cert_file: /tls/tls.crt}\n      librdkafka: {linger.ms: '5', sasl.password: secret, compression.type: gzip}\n",
+        );
+        let expected = [
+            "sinks.events.kafka.brokers[0]: \"kafka\" must be host:port",
+            "sinks.events.kafka.brokers[1]: \":9092\" must be host:port",
+            "sinks.events.kafka.topic: \"bad topic\" is not a Kafka topic name",
+            "sinks.events.kafka.max_message_bytes: must be at least 1KiB (got 512)",
+            "sinks.events.kafka.message_timeout: must be shorter than sinks.events.timeout (10s)",
+            "sinks.events.kafka.acks: idempotence requires acks: all (got 1)",
+            "sinks.events.kafka.sasl.password_env: \"my password\" is not an environment variable name",
+            "sinks.events.kafka.tls: cert_file and key_file go together",
+            "sinks.events.kafka.librdkafka.compression.type: is set by the sink; use sinks.events.kafka.compression instead",
+            "sinks.events.kafka.librdkafka.sasl.password: is set by the sink; use sinks.events.kafka.sasl.password_env instead",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn s3_settings_are_checked_with_their_paths() {
+        let errs = errors(
+            "sinks:\n  archive:\n    s3:\n      bucket: My_Bucket\n      prefix: /spans/\n      key_template: 'traces/%Y/%q/'\n      endpoint: minio:9000\n      multipart_threshold: 100\n      multipart_part_size: 1MiB\n",
+        );
+        let expected = [
+            "sinks.archive.s3.bucket: \"My_Bucket\" is not a bucket name",
+            "sinks.archive.s3.prefix: must not start with '/'",
+            "sinks.archive.s3.key_template: \"traces/%Y/%q/\": unsupported %q",
+            "sinks.archive.s3.endpoint: \"minio:9000\" must be a URL",
+            "sinks.archive.s3.multipart_threshold: must be at least 1KiB",
+            "sinks.archive.s3.multipart_part_size: must be at least 5MiB",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+        let trailing = errors("sinks:\n  a:\n    s3: {bucket: spans, key_template: 'x/%'}\n");
+        assert_eq!(
+            trailing,
+            vec![
+                "sinks.a.s3.key_template: \"x/%\": unsupported end of text; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
+            ]
+        );
+    }
+
+    #[test]
+    fn kafka_acks_accepts_numbers_and_words() {
+        use crate::sink::KafkaAcks;
+        for (yaml, acks) in [
+            ("all", KafkaAcks::All),
+            ("-1", KafkaAcks::All),
+            ("1", KafkaAcks::Leader),
+            ("'1'", KafkaAcks::Leader),
+            ("0", KafkaAcks::None),
+        ] {
+            let config: ExporterConfig = serde_yaml::from_str(&format!(
+                "sinks:\n  a:\n    kafka: {{brokers: ['k:9092'], topic: t, acks: {yaml}, idempotence: false}}\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                config.sinks["a"].kafka.as_ref().unwrap().acks,
+                acks,
+                "{yaml}"
+            );
+        }
+        let bad: Result<ExporterConfig, _> = serde_yaml::from_str(
+            "sinks:\n  a:\n    kafka: {brokers: ['k:9092'], topic: t, acks: 2}\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("write all, 1 or 0"));
     }
 }

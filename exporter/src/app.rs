@@ -22,7 +22,11 @@ use crate::telemetry::{self, Health, Metrics};
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {what} {addr}: {source}; is another process using the port?")]
-    Bind { what: &'static str, addr: String, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot build the sink chain: {0}")]
     Build(#[from] BuildError),
     #[error("{what} server failed: {message}")]
@@ -53,7 +57,13 @@ pub struct Running {
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { what, addr: addr.to_string(), source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
@@ -61,7 +71,11 @@ fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
 }
 
 /// Starts everything `config` describes. `source` decides whether the file is watched.
-pub async fn start(config: ExporterConfig, source: ConfigSource, watch_interval: Duration) -> Result<Running, AppError> {
+pub async fn start(
+    config: ExporterConfig,
+    source: ConfigSource,
+    watch_interval: Duration,
+) -> Result<Running, AppError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
@@ -70,10 +84,18 @@ pub async fn start(config: ExporterConfig, source: ConfigSource, watch_interval:
 
     // Bind everything first: a port conflict fails the start before any sink is built.
     let telemetry_listener = bind("telemetry endpoint", &config.telemetry.endpoint).await?;
-    let grpc_listener = if r.grpc.enabled { Some(bind("OTLP gRPC", &r.grpc.endpoint).await?) } else { None };
-    let http_listener = if r.http.enabled { Some(bind("OTLP HTTP", &r.http.endpoint).await?) } else { None };
+    let grpc_listener = if r.grpc.enabled {
+        Some(bind("OTLP gRPC", &r.grpc.endpoint).await?)
+    } else {
+        None
+    };
+    let http_listener = if r.http.enabled {
+        Some(bind("OTLP HTTP", &r.http.endpoint).await?)
+    } else {
+        None
+    };
 
-    let chain = Arc::new(Chain::build(&config, &metrics, &|name, sink| sinks::build(name, sink, &metrics))?);
+    let chain = Arc::new(build_chain(&config, &metrics).await?);
     chain.start();
     health.set_chain_running(true);
     let live = Arc::new(LiveChain::new(chain));
@@ -92,9 +114,14 @@ pub async fn start(config: ExporterConfig, source: ConfigSource, watch_interval:
         let stop = stop_telemetry.clone();
         let (registry, health) = (registry.clone(), health.clone());
         tokio::spawn(async move {
-            telemetry::server::serve(telemetry_listener, registry, health, async move { stop.cancelled().await })
-                .await
-                .map_err(|e| AppError::Server { what: "telemetry", message: e.to_string() })
+            telemetry::server::serve(telemetry_listener, registry, health, async move {
+                stop.cancelled().await
+            })
+            .await
+            .map_err(|e| AppError::Server {
+                what: "telemetry",
+                message: e.to_string(),
+            })
         })
     };
 
@@ -102,29 +129,51 @@ pub async fn start(config: ExporterConfig, source: ConfigSource, watch_interval:
     let mut tasks = Vec::new();
     let grpc_addr = grpc_listener.as_ref().and_then(local_addr);
     if let Some(listener) = grpc_listener {
-        let (admit, metrics, stop, health) = (admit.clone(), metrics.clone(), stop_receivers.clone(), health.clone());
+        let (admit, metrics, stop, health) = (
+            admit.clone(),
+            metrics.clone(),
+            stop_receivers.clone(),
+            health.clone(),
+        );
         let (limits, failed) = (limits.clone(), failed.clone());
         health.set_grpc_listening(true);
         tasks.push(tokio::spawn(async move {
-            let result = receiver::serve_grpc(listener, admit, limits, metrics, async move { stop.cancelled().await }).await;
+            let result = receiver::serve_grpc(listener, admit, limits, metrics, async move {
+                stop.cancelled().await
+            })
+            .await;
             health.set_grpc_listening(false);
             result.map_err(|e| {
                 failed.cancel();
-                AppError::Server { what: "OTLP gRPC", message: e.to_string() }
+                AppError::Server {
+                    what: "OTLP gRPC",
+                    message: e.to_string(),
+                }
             })
         }));
     }
     let http_addr = http_listener.as_ref().and_then(local_addr);
     if let Some(listener) = http_listener {
-        let (admit, metrics, stop, health) = (admit.clone(), metrics.clone(), stop_receivers.clone(), health.clone());
+        let (admit, metrics, stop, health) = (
+            admit.clone(),
+            metrics.clone(),
+            stop_receivers.clone(),
+            health.clone(),
+        );
         let failed = failed.clone();
         health.set_http_listening(true);
         tasks.push(tokio::spawn(async move {
-            let result = receiver::serve_http(listener, admit, limits, metrics, async move { stop.cancelled().await }).await;
+            let result = receiver::serve_http(listener, admit, limits, metrics, async move {
+                stop.cancelled().await
+            })
+            .await;
             health.set_http_listening(false);
             result.map_err(|e| {
                 failed.cancel();
-                AppError::Server { what: "OTLP HTTP", message: e.to_string() }
+                AppError::Server {
+                    what: "OTLP HTTP",
+                    message: e.to_string(),
+                }
             })
         }));
     }
@@ -163,6 +212,17 @@ pub async fn start(config: ExporterConfig, source: ConfigSource, watch_interval:
         drain_timeout: config.shutdown.drain_timeout.get(),
         tasks,
         telemetry_task,
+    })
+}
+
+/// Builds every sink of `config`, then the chain around them (not started).
+pub async fn build_chain(config: &ExporterConfig, metrics: &Metrics) -> Result<Chain, BuildError> {
+    let built = sinks::build_all(config, metrics).await?;
+    Chain::build(config, metrics, &|name, _| {
+        built.get(name).cloned().ok_or_else(|| BuildError {
+            sink: name.to_string(),
+            message: "sink was not built".into(),
+        })
     })
 }
 

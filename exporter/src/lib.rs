@@ -2,12 +2,12 @@
 //! chain configured in YAML. `main.rs` is the CLI; everything it runs lives here so tests
 //! and benchmarks drive the same code.
 
+pub mod app;
+pub mod bench;
 pub mod chain;
 pub mod encoding;
 pub mod otlp;
 pub mod receiver;
+pub mod reload;
 pub mod sinks;
 pub mod telemetry;
-pub mod app;
-pub mod reload;
-pub mod bench;

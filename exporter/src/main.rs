@@ -18,7 +18,11 @@ use spansink_exporter::telemetry::logging;
 const EMBEDDED_CONFIG: &str = include_str!("../../examples/quickstart.yaml");
 
 #[derive(Parser)]
-#[command(name = "spansink-exporter", version, about = "Receives OTLP traces and writes them to backends through a configurable sink chain")]
+#[command(
+    name = "spansink-exporter",
+    version,
+    about = "Receives OTLP traces and writes them to backends through a configurable sink chain"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,14 +73,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => validate(&config),
-        Command::Run { config, watch_interval } => run(config, watch_interval),
-        Command::Bench { config, protocol, concurrency, spans_per_request, attributes, duration } => {
+        Command::Run {
+            config,
+            watch_interval,
+        } => run(config, watch_interval),
+        Command::Bench {
+            config,
+            protocol,
+            concurrency,
+            spans_per_request,
+            attributes,
+            duration,
+        } => {
             let spec = BenchSpec {
                 config,
                 protocol,
                 concurrency,
                 duration,
-                workload: Workload { spans_per_request, attributes_per_span: attributes },
+                workload: Workload {
+                    spans_per_request,
+                    attributes_per_span: attributes,
+                },
             };
             bench(&spec)
         }
@@ -84,7 +101,10 @@ fn main() -> ExitCode {
 }
 
 fn bench(spec: &BenchSpec) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -107,7 +127,12 @@ fn validate(path: &std::path::Path) -> ExitCode {
     match ExporterConfig::load(path) {
         Ok(config) => {
             let names: Vec<_> = config.sinks.keys().map(String::as_str).collect();
-            println!("{}: valid ({} sink(s): {})", path.display(), names.len(), names.join(", "));
+            println!(
+                "{}: valid ({} sink(s): {})",
+                path.display(),
+                names.len(),
+                names.join(", ")
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -120,7 +145,10 @@ fn validate(path: &std::path::Path) -> ExitCode {
 fn run(path: Option<PathBuf>, watch_interval: Duration) -> ExitCode {
     let (config, source) = match &path {
         Some(p) => (ExporterConfig::load(p), ConfigSource::File(p.clone())),
-        None => (ExporterConfig::from_yaml(EMBEDDED_CONFIG), ConfigSource::Embedded),
+        None => (
+            ExporterConfig::from_yaml(EMBEDDED_CONFIG),
+            ConfigSource::Embedded,
+        ),
     };
     let config = match config {
         Ok(c) => c,
@@ -130,7 +158,10 @@ fn run(path: Option<PathBuf>, watch_interval: Duration) -> ExitCode {
         }
     };
     logging::init(config.telemetry.log_format, &config.telemetry.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

@@ -13,9 +13,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::{Admission, Admit, Chain, Refusal};
-use crate::sinks;
-use crate::telemetry::{Health, Metrics};
 use crate::telemetry::metrics::ResultLabels;
+use crate::telemetry::{Health, Metrics};
 
 /// The chain the receivers admit into: the current generation, replaced on reload.
 pub struct LiveChain {
@@ -26,12 +25,18 @@ pub struct LiveChain {
 
 impl LiveChain {
     pub fn new(chain: Arc<Chain>) -> Self {
-        Self { current: RwLock::new(chain), swap: Mutex::new(()) }
+        Self {
+            current: RwLock::new(chain),
+            swap: Mutex::new(()),
+        }
     }
 
     pub fn current(&self) -> Arc<Chain> {
         // A poisoned lock means a panic while swapping an Arc: the Arc itself is intact.
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Makes `next` the chain receivers admit into, drains the previous one within
@@ -114,7 +119,10 @@ impl Reloader {
         let next = match ExporterConfig::from_yaml(text) {
             Ok(c) => c,
             Err(e) => {
-                self.metrics.config_reloads.get_or_create(&result("failure")).inc();
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&result("failure"))
+                    .inc();
                 tracing::error!(path = %self.path.display(), error = %e, "new config refused; the running config stays in place");
                 return;
             }
@@ -123,21 +131,31 @@ impl Reloader {
             return;
         }
         if next.receivers != self.running.receivers || next.telemetry != self.running.telemetry {
-            tracing::warn!("receivers/telemetry settings changed: they apply at the next restart; sinks change now");
+            tracing::warn!(
+                "receivers/telemetry settings changed: they apply at the next restart; sinks change now"
+            );
         }
-        let chain = match Chain::build(&next, &self.metrics, &|name, sink| sinks::build(name, sink, &self.metrics)) {
+        let chain = match crate::app::build_chain(&next, &self.metrics).await {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                self.metrics.config_reloads.get_or_create(&result("failure")).inc();
+                self.metrics
+                    .config_reloads
+                    .get_or_create(&result("failure"))
+                    .inc();
                 tracing::error!(error = %e, "new config refused: sink chain could not be built; the running config stays in place");
                 return;
             }
         };
         tracing::info!(sinks = ?chain.sink_names(), "config changed: switching to the new sink chain");
-        self.live.replace(chain, next.shutdown.drain_timeout.get()).await;
+        self.live
+            .replace(chain, next.shutdown.drain_timeout.get())
+            .await;
         self.health.set_chain_running(true);
         self.running = next;
-        self.metrics.config_reloads.get_or_create(&result("success")).inc();
+        self.metrics
+            .config_reloads
+            .get_or_create(&result("success"))
+            .inc();
         tracing::info!("config reloaded");
     }
 }

@@ -18,7 +18,10 @@ pub fn free_port() -> u16 {
 pub fn exporter_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/spansink-exporter
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let bin = dir.join(format!("spansink-exporter{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.exists(),
@@ -33,7 +36,11 @@ pub fn python() -> PathBuf {
     let path = std::env::var_os("SPANSINK_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
         panic!("SPANSINK_PYTHON is not set: run the suite with `bash tests/run-all.sh`, which creates the virtualenv")
     });
-    assert!(path.exists(), "SPANSINK_PYTHON={} does not exist; run tests/run-all.sh", path.display());
+    assert!(
+        path.exists(),
+        "SPANSINK_PYTHON={} does not exist; run tests/run-all.sh",
+        path.display()
+    );
     path
 }
 
@@ -77,7 +84,13 @@ impl Exporter {
         exporter.write_config(&exporter.config_text(sinks));
         let log = std::fs::File::create(exporter.log_path()).expect("log file");
         let child = Command::new(exporter_binary())
-            .args(["run", "--config", "config/config.yaml", "--watch-interval", "200ms"])
+            .args([
+                "run",
+                "--config",
+                "config/config.yaml",
+                "--watch-interval",
+                "200ms",
+            ])
             .current_dir(exporter.dir.path())
             .env("RUST_LOG", "info,spansink_exporter=debug")
             .stdout(Stdio::null())
@@ -85,8 +98,14 @@ impl Exporter {
             .spawn()
             .expect("spawn spansink-exporter");
         exporter.child = Some(child);
-        let ready = wait_for(Duration::from_secs(30), || exporter.get("/readyz").filter(|(s, _)| *s == 200));
-        assert!(ready.is_some(), "exporter did not become ready; log:\n{}", exporter.log());
+        let ready = wait_for(Duration::from_secs(30), || {
+            exporter.get("/readyz").filter(|(s, _)| *s == 200)
+        });
+        assert!(
+            ready.is_some(),
+            "exporter did not become ready; log:\n{}",
+            exporter.log()
+        );
         exporter
     }
 
@@ -140,9 +159,17 @@ impl Exporter {
     /// GET on the telemetry port: (status, body), or None if it did not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let url = format!("http://127.0.0.1:{}{path}", self.telemetry_port);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
         rt.block_on(async {
-            let resp = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+            let resp = reqwest::Client::new()
+                .get(url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .ok()?;
             let status = resp.status().as_u16();
             Some((status, resp.text().await.ok()?))
         })
@@ -151,8 +178,10 @@ impl Exporter {
     /// The value of one sample in `/metrics`, e.g. `spansink_sink_sent_spans_total{sink="main"}`.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics")?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+        body.lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
     }
 
     /// Sends SIGTERM and waits for the exit (at most `timeout`).
@@ -165,7 +194,10 @@ impl Exporter {
             Some(s) => s,
             None => {
                 let _ = child.kill();
-                panic!("exporter did not exit within {timeout:?} after SIGTERM; log:\n{}", self.log());
+                panic!(
+                    "exporter did not exit within {timeout:?} after SIGTERM; log:\n{}",
+                    self.log()
+                );
             }
         }
     }
@@ -184,15 +216,22 @@ impl Drop for Exporter {
 /// included; `.gz` files are inflated).
 pub fn read_json_lines(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.starts_with(prefix) {
             continue;
         }
-        let Ok(raw) = std::fs::read(&path) else { continue };
+        let Ok(raw) = std::fs::read(&path) else {
+            continue;
+        };
         let text = if name.ends_with(".gz") {
             use std::io::Read;
             let mut s = String::new();
@@ -207,7 +246,8 @@ pub fn read_json_lines(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
             None => "",
         };
         out.extend(complete.lines().filter(|l| !l.is_empty()).map(|l| {
-            serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display()))
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: bad JSON line {l:?}: {e}", path.display()))
         }));
     }
     out
@@ -215,26 +255,50 @@ pub fn read_json_lines(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
 
 /// Sends each request over OTLP/gRPC (blocking) and returns how many spans the exporter
 /// accepted; panics on any refusal, since these tests run well below queue limits.
-pub fn send_grpc(endpoint: &str, requests: &[opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest]) -> usize {
+pub fn send_grpc(
+    endpoint: &str,
+    requests: &[opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest],
+) -> usize {
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let mut client = TraceServiceClient::connect(endpoint.to_string()).await.expect("connect to exporter");
+        let mut client = TraceServiceClient::connect(endpoint.to_string())
+            .await
+            .expect("connect to exporter");
         let mut accepted = 0;
         for r in requests {
-            let resp = client.export(r.clone()).await.unwrap_or_else(|s| panic!("export refused: {s:?}"));
-            let rejected = resp.get_ref().partial_success.as_ref().map_or(0, |p| p.rejected_spans as usize);
+            let resp = client
+                .export(r.clone())
+                .await
+                .unwrap_or_else(|s| panic!("export refused: {s:?}"));
+            let rejected = resp
+                .get_ref()
+                .partial_success
+                .as_ref()
+                .map_or(0, |p| p.rejected_spans as usize);
             accepted += span_count(r) - rejected;
         }
         accepted
     })
 }
 
-pub fn span_count(r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest) -> usize {
-    r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|s| s.spans.len()).sum()
+pub fn span_count(
+    r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> usize {
+    r.resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }
 
 /// Span ids (hex) found in JSON lines.
 pub fn span_ids(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
-    lines.iter().filter_map(|l| l["span_id"].as_str().map(str::to_owned)).collect()
+    lines
+        .iter()
+        .filter_map(|l| l["span_id"].as_str().map(str::to_owned))
+        .collect()
 }

@@ -21,8 +21,14 @@ pub fn spans_per_second(requests: &[TraceData], duration: Duration) -> Result<f6
     while start.elapsed() < duration {
         let data = &requests[i % requests.len()];
         i += 1;
-        let decoded = ExportTraceServiceRequest::decode(data.bytes().as_ref()).map_err(|e| e.to_string())?;
-        spans += std::hint::black_box(decoded).resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len() as u64).sum::<u64>();
+        let decoded =
+            ExportTraceServiceRequest::decode(data.bytes().as_ref()).map_err(|e| e.to_string())?;
+        spans += std::hint::black_box(decoded)
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len() as u64)
+            .sum::<u64>();
     }
     Ok(spans as f64 / start.elapsed().as_secs_f64())
 }

@@ -61,7 +61,9 @@ const DISTINCT_REQUESTS: u64 = 32;
 
 /// Encodes the requests a run sends (also used for the decode ceiling).
 pub fn encoded_requests(workload: Workload) -> Vec<TraceData> {
-    (0..DISTINCT_REQUESTS).map(|seed| TraceData::from_request(&workload.request(seed))).collect()
+    (0..DISTINCT_REQUESTS)
+        .map(|seed| TraceData::from_request(&workload.request(seed)))
+        .collect()
 }
 
 /// Runs the load and reports what the exporter accepted.
@@ -75,13 +77,18 @@ pub async fn run(spec: &LoadSpec) -> Result<LoadReport, String> {
         let (requests, counters, spec) = (requests.clone(), counters.clone(), spec.clone());
         clients.push(tokio::spawn(async move {
             match spec.protocol {
-                LoadProtocol::Grpc => grpc_client(client, &spec, &requests, &counters, deadline).await,
-                LoadProtocol::Http => http_client(client, &spec, &requests, &counters, deadline).await,
+                LoadProtocol::Grpc => {
+                    grpc_client(client, &spec, &requests, &counters, deadline).await
+                }
+                LoadProtocol::Http => {
+                    http_client(client, &spec, &requests, &counters, deadline).await
+                }
             }
         }));
     }
     for c in clients {
-        c.await.map_err(|e| format!("load client panicked: {e}"))??;
+        c.await
+            .map_err(|e| format!("load client panicked: {e}"))??;
     }
     Ok(LoadReport {
         accepted_spans: counters.accepted_spans.load(Ordering::Relaxed),
@@ -105,20 +112,34 @@ async fn grpc_client(
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", spec.endpoint))?;
     let mut grpc = tonic::client::Grpc::new(channel);
-    let path = PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+    let path =
+        PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
     let mut i = client;
     while Instant::now() < deadline {
         let data = &requests[i % requests.len()];
         i += 1;
-        grpc.ready().await.map_err(|e| format!("gRPC channel failed: {e}"))?;
+        grpc.ready()
+            .await
+            .map_err(|e| format!("gRPC channel failed: {e}"))?;
         let request = tonic::Request::new(data.bytes().clone());
         match grpc.unary(request, path.clone(), ClientCodec).await {
             Ok(resp) => {
-                let rejected = resp.get_ref().partial_success.as_ref().map_or(0, |p| p.rejected_spans);
+                let rejected = resp
+                    .get_ref()
+                    .partial_success
+                    .as_ref()
+                    .map_or(0, |p| p.rejected_spans);
                 let accepted = (data.span_count() as u64).saturating_sub(rejected.max(0) as u64);
-                counters.accepted_spans.fetch_add(accepted, Ordering::Relaxed);
+                counters
+                    .accepted_spans
+                    .fetch_add(accepted, Ordering::Relaxed);
             }
-            Err(s) if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                ) =>
+            {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -137,7 +158,9 @@ async fn http_client(
     counters: &Counters,
     deadline: Instant,
 ) -> Result<(), String> {
-    let http = reqwest::Client::builder().build().map_err(|e| format!("HTTP client: {e}"))?;
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
     let url = format!("{}/v1/traces", spec.endpoint.trim_end_matches('/'));
     let mut i = client;
     while Instant::now() < deadline {
@@ -152,7 +175,9 @@ async fn http_client(
             .await;
         match resp {
             Ok(r) if r.status().is_success() => {
-                counters.accepted_spans.fetch_add(data.span_count() as u64, Ordering::Relaxed);
+                counters
+                    .accepted_spans
+                    .fetch_add(data.span_count() as u64, Ordering::Relaxed);
                 // Read the body so the connection is reused.
                 let _ = r.bytes().await;
             }

@@ -65,7 +65,10 @@ impl BenchReport {
             self.load.refused_requests,
             self.load.failed_requests
         );
-        println!("delivered         {:.0} spans (spansink_sink_sent_spans_total)", self.delivered_spans);
+        println!(
+            "delivered         {:.0} spans (spansink_sink_sent_spans_total)",
+            self.delivered_spans
+        );
         println!(
             "exporter CPU      {:.2} s = {:.3} CPU-s per million spans = {:.0} spans per CPU-second",
             self.exporter_cpu.as_secs_f64(),
@@ -73,7 +76,10 @@ impl BenchReport {
             self.spans_per_cpu_second()
         );
         println!("exporter peak RSS {:.1} MiB", mib(self.peak_rss_bytes));
-        println!("decode ceiling    {:.0} spans/s (prost decode of the same requests, one core)", self.decode_spans_per_second);
+        println!(
+            "decode ceiling    {:.0} spans/s (prost decode of the same requests, one core)",
+            self.decode_spans_per_second
+        );
         println!(
             "ratio             {:.2}x (exporter spans per CPU-second / decode spans per second)",
             self.spans_per_cpu_second() / self.decode_spans_per_second.max(1e-9)
@@ -119,7 +125,9 @@ impl ExporterChild {
     }
 
     async fn delivered(&self) -> f64 {
-        let Ok(text) = self.metrics().await else { return 0.0 };
+        let Ok(text) = self.metrics().await else {
+            return 0.0;
+        };
         text.lines()
             .filter(|l| l.starts_with("spansink_sink_sent_spans_total{"))
             .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
@@ -137,7 +145,10 @@ impl ExporterChild {
 
 /// Starts the exporter on `config` with receivers and telemetry moved to free loopback
 /// ports, in a scratch directory (relative file paths land there).
-fn spawn_exporter(config: &Path, workdir: &Path) -> Result<(ExporterChild, String, String), String> {
+fn spawn_exporter(
+    config: &Path,
+    workdir: &Path,
+) -> Result<(ExporterChild, String, String), String> {
     let mut cfg = ExporterConfig::load(config).map_err(|e| e.to_string())?;
     let (grpc, http, telemetry) = (free_port()?, free_port()?, free_port()?);
     cfg.receivers.grpc.endpoint = format!("127.0.0.1:{grpc}");
@@ -157,7 +168,11 @@ fn spawn_exporter(config: &Path, workdir: &Path) -> Result<(ExporterChild, Strin
         .spawn()
         .map_err(|e| format!("cannot start exporter: {e}"))?;
     Ok((
-        ExporterChild { child, telemetry: format!("http://127.0.0.1:{telemetry}"), log },
+        ExporterChild {
+            child,
+            telemetry: format!("http://127.0.0.1:{telemetry}"),
+            log,
+        },
         format!("http://127.0.0.1:{grpc}"),
         format!("http://127.0.0.1:{http}"),
     ))
@@ -171,12 +186,17 @@ pub async fn run(spec: &BenchSpec) -> Result<BenchReport, String> {
 
     let ready_by = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = reqwest::get(format!("{}/readyz", exporter.telemetry)).await.is_ok_and(|r| r.status().is_success());
+        let ready = reqwest::get(format!("{}/readyz", exporter.telemetry))
+            .await
+            .is_ok_and(|r| r.status().is_success());
         if ready {
             break;
         }
         if Instant::now() > ready_by || exporter.child.try_wait().ok().flatten().is_some() {
-            return Err(format!("exporter did not become ready:\n{}", exporter.log_tail()));
+            return Err(format!(
+                "exporter did not become ready:\n{}",
+                exporter.log_tail()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -209,6 +229,13 @@ pub async fn run(spec: &BenchSpec) -> Result<BenchReport, String> {
 
     // Measured after the exporter stopped, so it has a core to itself.
     let requests = load::encoded_requests(spec.workload);
-    let decode_spans_per_second = decode_ceiling::spans_per_second(&requests, Duration::from_secs(3))?;
-    Ok(BenchReport { load, delivered_spans: delivered, exporter_cpu, peak_rss_bytes, decode_spans_per_second })
+    let decode_spans_per_second =
+        decode_ceiling::spans_per_second(&requests, Duration::from_secs(3))?;
+    Ok(BenchReport {
+        load,
+        delivered_spans: delivered,
+        exporter_cpu,
+        peak_rss_bytes,
+        decode_spans_per_second,
+    })
 }

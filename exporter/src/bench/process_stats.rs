@@ -5,13 +5,20 @@ use std::time::Duration;
 
 /// CPU time (user + system) a process has used so far.
 pub fn cpu_time(pid: u32) -> Result<Duration, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
     // Fields after the command name, which is in parentheses and may contain spaces.
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).ok_or("unexpected /proc stat format")?;
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("unexpected /proc stat format")?;
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     let ticks = |i: usize| -> Result<u64, String> {
-        fields.get(i).and_then(|f| f.parse().ok()).ok_or_else(|| format!("no field {i} in /proc/{pid}/stat"))
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| format!("no field {i} in /proc/{pid}/stat"))
     };
     let total = ticks(11)? + ticks(12)?;
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
@@ -22,9 +29,12 @@ pub fn cpu_time(pid: u32) -> Result<Duration, String> {
 
 /// Peak resident set size (VmHWM) in bytes.
 pub fn peak_rss(pid: u32) -> Result<u64, String> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).ok_or("no VmHWM in /proc status")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .ok_or("no VmHWM in /proc status")?;
     let kib: u64 = line
         .split_whitespace()
         .nth(1)

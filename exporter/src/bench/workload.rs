@@ -4,7 +4,7 @@
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
@@ -17,20 +17,36 @@ pub struct Workload {
     pub attributes_per_span: usize,
 }
 
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(value) }) }
-}
+use crate::otlp::fixtures::attribute as kv;
 
-const ROUTES: &[&str] = &["/api/orders/{id}", "/api/cart", "/api/users/{id}/profile", "/healthz", "/api/search"];
+const ROUTES: &[&str] = &[
+    "/api/orders/{id}",
+    "/api/cart",
+    "/api/users/{id}/profile",
+    "/healthz",
+    "/api/search",
+];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE"];
 
 /// The i-th span attribute: a mix of types as real instrumentation emits them.
 fn attribute(rng: &mut StdRng, i: usize) -> KeyValue {
     match i % 5 {
-        0 => kv(&format!("http.route.{i}"), Value::StringValue(ROUTES[rng.random_range(0..ROUTES.len())].into())),
-        1 => kv(&format!("http.status_code.{i}"), Value::IntValue([200, 201, 404, 500][rng.random_range(0..4)])),
-        2 => kv(&format!("http.method.{i}"), Value::StringValue(METHODS[rng.random_range(0..METHODS.len())].into())),
-        3 => kv(&format!("db.rows.{i}"), Value::DoubleValue(rng.random_range(0.0..1000.0))),
+        0 => kv(
+            &format!("http.route.{i}"),
+            Value::StringValue(ROUTES[rng.random_range(0..ROUTES.len())].into()),
+        ),
+        1 => kv(
+            &format!("http.status_code.{i}"),
+            Value::IntValue([200, 201, 404, 500][rng.random_range(0..4)]),
+        ),
+        2 => kv(
+            &format!("http.method.{i}"),
+            Value::StringValue(METHODS[rng.random_range(0..METHODS.len())].into()),
+        ),
+        3 => kv(
+            &format!("db.rows.{i}"),
+            Value::DoubleValue(rng.random_range(0.0..1000.0)),
+        ),
         _ => kv(&format!("cache.hit.{i}"), Value::BoolValue(rng.random())),
     }
 }
@@ -53,12 +69,22 @@ impl Workload {
             spans.push(Span {
                 trace_id: trace_id.to_vec(),
                 span_id: span_id.to_vec(),
-                parent_span_id: if n % 8 == 0 { vec![] } else { span_id.iter().rev().copied().collect() },
-                name: format!("{} {}", METHODS[n % METHODS.len()], ROUTES[n % ROUTES.len()]),
+                parent_span_id: if n % 8 == 0 {
+                    vec![]
+                } else {
+                    span_id.iter().rev().copied().collect()
+                },
+                name: format!(
+                    "{} {}",
+                    METHODS[n % METHODS.len()],
+                    ROUTES[n % ROUTES.len()]
+                ),
                 kind: if n % 8 == 0 { 2 } else { 3 },
                 start_time_unix_nano: begin,
                 end_time_unix_nano: begin + rng.random_range(10_000..50_000_000),
-                attributes: (0..self.attributes_per_span).map(|i| attribute(&mut rng, i)).collect(),
+                attributes: (0..self.attributes_per_span)
+                    .map(|i| attribute(&mut rng, i))
+                    .collect(),
                 events: if n % 4 == 0 {
                     vec![Event {
                         time_unix_nano: begin + 500,
@@ -70,7 +96,11 @@ impl Workload {
                     vec![]
                 },
                 status: Some(Status {
-                    code: if n % 50 == 0 { status::StatusCode::Error as i32 } else { status::StatusCode::Ok as i32 },
+                    code: if n % 50 == 0 {
+                        status::StatusCode::Error as i32
+                    } else {
+                        status::StatusCode::Ok as i32
+                    },
                     message: String::new(),
                 }),
                 ..Default::default()
@@ -80,10 +110,16 @@ impl Workload {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource {
                     attributes: vec![
-                        kv("service.name", Value::StringValue(format!("checkout-{}", seed % 4))),
+                        kv(
+                            "service.name",
+                            Value::StringValue(format!("checkout-{}", seed % 4)),
+                        ),
                         kv("service.version", Value::StringValue("1.4.2".into())),
                         kv("k8s.namespace.name", Value::StringValue("shop".into())),
-                        kv("k8s.pod.name", Value::StringValue(format!("checkout-7d9f8-{seed:05}"))),
+                        kv(
+                            "k8s.pod.name",
+                            Value::StringValue(format!("checkout-7d9f8-{seed:05}")),
+                        ),
                     ],
                     dropped_attributes_count: 0,
                     entity_refs: vec![],

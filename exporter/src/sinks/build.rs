@@ -1,47 +1,77 @@
-//! Turns one sink's config into its backend sink: the `make_sink` the chain builder
-//! calls for each named sink. Not the policies around it (the chain builder adds those).
+//! Turns sink configs into backend sinks: [`build_all`] builds every named sink of a
+//! config before the chain builder wraps policies around them. Not the policies.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use spansink_config::SinkConfig;
+use spansink_config::{ExporterConfig, SinkConfig};
 
 use crate::telemetry::metrics::Metrics;
 
 use super::blackhole::BlackholeSink;
 use super::file::FileSink;
+use super::kafka::KafkaSink;
 use super::otlp::OtlpSink;
+use super::s3::S3Sink;
 use super::stdout::StdoutSink;
 use super::{BuildError, SharedSink};
 
-/// Builds the backend of sink `name` from whichever one of `file`, `stdout`, `blackhole`,
-/// `otlp` is set. Must be called inside the tokio runtime (the OTLP channel spawns its
-/// connection task there); creates the file sink's directory.
-pub fn build(name: &str, config: &SinkConfig, metrics: &Metrics) -> Result<SharedSink, BuildError> {
+/// Builds every sink of `config`, by name: what `Chain::build` is given as `make_sink`.
+pub async fn build_all(
+    config: &ExporterConfig,
+    metrics: &Metrics,
+) -> Result<BTreeMap<String, SharedSink>, BuildError> {
+    let mut sinks = BTreeMap::new();
+    for (name, sink) in &config.sinks {
+        sinks.insert(name.clone(), build(name, sink, metrics).await?);
+    }
+    Ok(sinks)
+}
+
+/// Builds the backend of sink `name` from whichever one backend is set. Must be called
+/// inside the tokio runtime (the OTLP channel and the Kafka producer start tasks there);
+/// async because the S3 sink loads the AWS credential chain; creates the file sink's
+/// directory.
+pub async fn build(
+    name: &str,
+    config: &SinkConfig,
+    metrics: &Metrics,
+) -> Result<SharedSink, BuildError> {
     let set = config.backend_names();
-    let sink: SharedSink = match (
-        set.as_slice(),
-        &config.file,
-        &config.stdout,
-        &config.blackhole,
-        &config.otlp,
-    ) {
-        ([_], Some(file), _, _, _) => Arc::new(FileSink::new(name, file)?),
-        ([_], _, Some(stdout), _, _) => Arc::new(StdoutSink::new(stdout)),
-        ([_], _, _, Some(_), _) => Arc::new(BlackholeSink),
-        ([_], _, _, _, Some(otlp)) => Arc::new(OtlpSink::new(name, otlp, metrics)?),
-        _ => {
-            return Err(BuildError {
-                sink: name.to_string(),
-                message: format!(
-                    "exactly one backend must be set (file, stdout, blackhole, otlp), found {}",
-                    if set.is_empty() {
-                        "none".to_string()
-                    } else {
-                        set.join(", ")
-                    }
-                ),
-            });
-        }
+    if set.len() != 1 {
+        return Err(BuildError {
+            sink: name.to_string(),
+            message: format!(
+                "exactly one backend must be set ({}), found {}",
+                spansink_config::BACKENDS.join(", "),
+                if set.is_empty() {
+                    "none".to_string()
+                } else {
+                    set.join(", ")
+                }
+            ),
+        });
+    }
+    let sink: SharedSink = if let Some(file) = &config.file {
+        Arc::new(FileSink::new(name, file)?)
+    } else if let Some(stdout) = &config.stdout {
+        Arc::new(StdoutSink::new(stdout))
+    } else if config.blackhole.is_some() {
+        Arc::new(BlackholeSink)
+    } else if let Some(otlp) = &config.otlp {
+        Arc::new(OtlpSink::new(name, otlp, metrics)?)
+    } else if let Some(kafka) = &config.kafka {
+        Arc::new(KafkaSink::new(name, kafka, metrics)?)
+    } else if let Some(s3) = &config.s3 {
+        Arc::new(S3Sink::new(name, s3, metrics).await?)
+    } else {
+        return Err(BuildError {
+            sink: name.to_string(),
+            message: format!(
+                "backend {} is not supported by this exporter build",
+                set.join(", ")
+            ),
+        });
     };
     tracing::debug!(sink = %name, backend = %set.join(","), "built sink");
     Ok(sink)
@@ -72,7 +102,7 @@ mod tests {
             file: Some(file_config(&path)),
             ..SinkConfig::default()
         };
-        let sink = build("f", &file, &metrics).unwrap();
+        let sink = build("f", &file, &metrics).await.unwrap();
         sink.export(&batch).await.unwrap();
         sink.shutdown().await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
@@ -82,6 +112,7 @@ mod tests {
             ..SinkConfig::default()
         };
         build("b", &blackhole, &metrics)
+            .await
             .unwrap()
             .export(&batch)
             .await
@@ -91,7 +122,7 @@ mod tests {
             stdout: Some(StdoutSinkConfig::default()),
             ..SinkConfig::default()
         };
-        assert!(build("s", &stdout, &metrics).is_ok());
+        assert!(build("s", &stdout, &metrics).await.is_ok());
 
         let otlp = SinkConfig {
             otlp: Some(OtlpSinkConfig {
@@ -102,23 +133,26 @@ mod tests {
             ..SinkConfig::default()
         };
         // Lazy connection: building succeeds with nothing listening.
-        assert!(build("o", &otlp, &metrics).is_ok());
+        assert!(build("o", &otlp, &metrics).await.is_ok());
     }
 
     #[tokio::test]
     async fn zero_or_two_backends_are_a_build_error_not_a_panic() {
         let metrics = Metrics::for_tests();
-        let err = build("x", &SinkConfig::default(), &metrics).err().unwrap();
+        let err = build("x", &SinkConfig::default(), &metrics)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(
             err.to_string(),
-            "sinks.x: exactly one backend must be set (file, stdout, blackhole, otlp), found none"
+            "sinks.x: exactly one backend must be set (file, stdout, blackhole, otlp, kafka, s3), found none"
         );
         let two = SinkConfig {
             stdout: Some(StdoutSinkConfig::default()),
             blackhole: Some(BlackholeSinkConfig {}),
             ..SinkConfig::default()
         };
-        let err = build("x", &two, &metrics).err().unwrap();
+        let err = build("x", &two, &metrics).await.err().unwrap();
         assert!(
             err.to_string().ends_with("found stdout, blackhole"),
             "{err}"

@@ -7,7 +7,9 @@ pub mod blackhole;
 mod build;
 pub mod file;
 mod io_error;
+pub mod kafka;
 pub mod otlp;
+pub mod s3;
 pub mod stdout;
 
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use async_trait::async_trait;
 use crate::otlp::Batch;
 
 pub use blackhole::BlackholeSink;
-pub use build::build;
+pub use build::{build, build_all};
 pub use file::FileSink;
 pub use otlp::OtlpSink;
 pub use stdout::StdoutSink;

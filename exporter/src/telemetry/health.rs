@@ -36,16 +36,22 @@ impl Health {
     /// `Ok` when ready, otherwise what is not ready yet (for the `/readyz` body).
     pub fn readiness(&self) -> Result<(), Vec<&'static str>> {
         let mut missing = Vec::new();
-        if self.grpc_enabled.load(Ordering::Relaxed) && !self.grpc_listening.load(Ordering::Relaxed) {
+        if self.grpc_enabled.load(Ordering::Relaxed) && !self.grpc_listening.load(Ordering::Relaxed)
+        {
             missing.push("grpc receiver not listening");
         }
-        if self.http_enabled.load(Ordering::Relaxed) && !self.http_listening.load(Ordering::Relaxed) {
+        if self.http_enabled.load(Ordering::Relaxed) && !self.http_listening.load(Ordering::Relaxed)
+        {
             missing.push("http receiver not listening");
         }
         if !self.chain_running.load(Ordering::Relaxed) {
             missing.push("sink chain not running");
         }
-        if missing.is_empty() { Ok(()) } else { Err(missing) }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
     }
 }
 
@@ -56,7 +62,10 @@ mod tests {
     #[test]
     fn ready_only_when_enabled_receivers_listen_and_chain_runs() {
         let h = Health::new(true, false);
-        assert_eq!(h.readiness().unwrap_err(), vec!["grpc receiver not listening", "sink chain not running"]);
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            vec!["grpc receiver not listening", "sink chain not running"]
+        );
         h.set_grpc_listening(true);
         h.set_chain_running(true);
         assert_eq!(h.readiness(), Ok(()));

@@ -1,0 +1,296 @@
+//! Settings of the Kafka sink (`sinks.<name>.kafka`): brokers, topic, encoding, producer
+//! guarantees, security. Only the settings; the exporter's `sinks::kafka` implements them.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::units::{ByteSize, Duration};
+
+/// A Kafka topic. Each batch is written as one message per trace (several when a trace
+/// exceeds `max_message_bytes`), keyed by the trace id, so a trace stays in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers as `host:port`, e.g. `["kafka-0.kafka:9092", "kafka-1.kafka:9092"]`.
+    /// At least one; the rest of the cluster is discovered from them.
+    pub brokers: Vec<String>,
+    /// Topic the spans are written to. It must exist unless the cluster creates topics
+    /// automatically.
+    pub topic: String,
+    /// Message format. Default: `otlp_proto`.
+    #[serde(default)]
+    pub encoding: KafkaEncoding,
+    /// Compression of produced message batches (done by the producer, undone by the
+    /// consumer's client library). Default: `lz4`.
+    #[serde(default = "KafkaSinkConfig::default_compression")]
+    pub compression: KafkaCompression,
+    /// Acknowledgements a write waits for: `all` (every in-sync replica), `1` (the
+    /// partition leader), `0` (none: fire and forget, a failed write goes unnoticed).
+    /// Default: `all`.
+    #[serde(default)]
+    pub acks: KafkaAcks,
+    /// Idempotent producer: a message retried by the producer is written once and in
+    /// order. Requires `acks: all`. Default: `true`.
+    #[serde(default = "crate::default_true")]
+    pub idempotence: bool,
+    /// Largest message value written, in bytes (before compression). A batch whose
+    /// encoding would be larger is split into several messages; a single span larger
+    /// than this is never sent: it is dropped (counted in
+    /// `spansink_sink_dropped_spans_total` with reason `message_too_large`) when the rest
+    /// of its batch is delivered, and a batch of only such spans fails permanently (so
+    /// a fallback gets it). Keep it at or below the topic's `max.message.bytes`.
+    /// Default: `1MB` (1,000,000 bytes).
+    #[serde(default = "KafkaSinkConfig::default_max_message_bytes")]
+    pub max_message_bytes: ByteSize,
+    /// How long the producer keeps trying to deliver a message (across reconnects and
+    /// its own retries) before the export fails with a transient error. Must be shorter
+    /// than the sink's `timeout`, so the producer gives up before the export call is
+    /// abandoned. Default: `20s`.
+    #[serde(default = "KafkaSinkConfig::default_message_timeout")]
+    pub message_timeout: Duration,
+    /// SASL authentication. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSaslConfig>,
+    /// TLS to the brokers. Unset: plaintext. `tls: {}` enables TLS with the system's CA
+    /// certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTlsConfig>,
+    /// Extra librdkafka producer properties passed as they are, e.g.
+    /// `{"linger.ms": "20", "client.id": "spansink"}` (see librdkafka's CONFIGURATION.md).
+    /// Properties that have a setting above (brokers, compression, acks, idempotence,
+    /// timeouts, SASL, TLS) are refused here; credentials are never accepted here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl KafkaSinkConfig {
+    fn default_compression() -> KafkaCompression {
+        KafkaCompression::Lz4
+    }
+    fn default_max_message_bytes() -> ByteSize {
+        ByteSize(1_000_000)
+    }
+    fn default_message_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+
+    /// A config for `brokers` and `topic` with every other setting at its default.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            brokers: vec![brokers.into()],
+            topic: topic.into(),
+            encoding: KafkaEncoding::default(),
+            compression: Self::default_compression(),
+            acks: KafkaAcks::default(),
+            idempotence: true,
+            max_message_bytes: Self::default_max_message_bytes(),
+            message_timeout: Self::default_message_timeout(),
+            sasl: None,
+            tls: None,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+
+    /// librdkafka properties that have a typed setting (or carry credentials), with the
+    /// setting to use instead. Keys not listed here may be passed through `librdkafka`.
+    pub const RESERVED_LIBRDKAFKA_KEYS: &'static [(&'static str, &'static str)] = &[
+        ("bootstrap.servers", "brokers"),
+        ("metadata.broker.list", "brokers"),
+        ("compression.type", "compression"),
+        ("compression.codec", "compression"),
+        ("acks", "acks"),
+        ("request.required.acks", "acks"),
+        ("enable.idempotence", "idempotence"),
+        ("message.timeout.ms", "message_timeout"),
+        ("delivery.timeout.ms", "message_timeout"),
+        ("security.protocol", "sasl and tls"),
+        ("sasl.mechanism", "sasl.mechanism"),
+        ("sasl.mechanisms", "sasl.mechanism"),
+        ("sasl.username", "sasl.username_env"),
+        ("sasl.password", "sasl.password_env"),
+        ("ssl.ca.location", "tls.ca_file"),
+        ("ssl.certificate.location", "tls.cert_file"),
+        ("ssl.key.location", "tls.key_file"),
+        ("ssl.key.password", "tls.key_password_env"),
+        ("ssl.key.pem", "tls.key_file"),
+        ("ssl.certificate.pem", "tls.cert_file"),
+        ("ssl.ca.pem", "tls.ca_file"),
+        (
+            "sasl.oauthbearer.client.secret",
+            "a Secret (not supported here)",
+        ),
+    ];
+}
+
+/// Kafka message format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaEncoding {
+    /// One OTLP `ExportTraceServiceRequest` per message, protobuf-encoded (what the
+    /// OpenTelemetry Collector's Kafka receiver reads with `encoding: otlp_proto`).
+    #[default]
+    OtlpProto,
+    /// The same requests in the OTLP JSON mapping (hex ids, camelCase field names).
+    OtlpJson,
+}
+
+/// Producer-side compression codec. `zstd` needs brokers of Kafka 2.1 or later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl KafkaCompression {
+    /// The librdkafka `compression.type` value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// Acknowledgements a produced message waits for. Written `all`, `1` or `0` (the
+/// numbers may be given unquoted; `-1` means `all`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KafkaAcks {
+    /// Every in-sync replica has the message.
+    #[default]
+    All,
+    /// The partition leader has it.
+    Leader,
+    /// No acknowledgement.
+    None,
+}
+
+impl KafkaAcks {
+    /// The librdkafka `acks` value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Leader => "1",
+            Self::None => "0",
+        }
+    }
+}
+
+impl fmt::Display for KafkaAcks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_librdkafka())
+    }
+}
+
+impl Serialize for KafkaAcks {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_librdkafka())
+    }
+}
+
+impl<'de> Deserialize<'de> for KafkaAcks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // YAML users write `acks: 1` as often as `acks: "1"`; accept both.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Int(n) => n.to_string(),
+            Raw::Text(s) => s,
+        };
+        match text.trim() {
+            "all" | "-1" => Ok(Self::All),
+            "1" => Ok(Self::Leader),
+            "0" => Ok(Self::None),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid acks {other:?}; write all, 1 or 0"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for KafkaAcks {
+    fn schema_name() -> Cow<'static, str> {
+        "KafkaAcks".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // Kubernetes' int-or-string idiom keeps the CRD schema structural.
+        json_schema!({
+            "description": "Acknowledgements: all, 1 or 0 (-1 means all).",
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [
+                {"type": "integer", "enum": [-1, 0, 1]},
+                {"type": "string", "enum": ["all", "-1", "1", "0"]}
+            ]
+        })
+    }
+}
+
+/// SASL authentication. Credentials are read from environment variables (fill them from
+/// a Kubernetes Secret with `envFrom`), never written in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSaslConfig {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Default: `SCRAM-SHA-512`.
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// Name of the environment variable holding the user name, e.g. `KAFKA_USERNAME`.
+    pub username_env: String,
+    /// Name of the environment variable holding the password, e.g. `KAFKA_PASSWORD`.
+    pub password_env: String,
+}
+
+/// SASL mechanism. `PLAIN` sends the password in clear text: use it only with `tls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[default]
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka `sasl.mechanism` value.
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// TLS to the brokers. Files are PEM, typically mounted from a Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTlsConfig {
+    /// CA certificate(s) that signed the brokers' certificates. Unset: the system's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Client certificate, for mutual TLS. Set together with `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    /// Client private key, for mutual TLS. Set together with `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Name of the environment variable holding the password of an encrypted
+    /// `key_file`. Unset: the key is not encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_password_env: Option<String>,
+}

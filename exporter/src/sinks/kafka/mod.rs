@@ -1,0 +1,193 @@
+//! The Kafka sink: each batch becomes one message per trace (keyed by trace id, so a
+//! trace stays in one partition), all produced at once and acknowledged together.
+//! Not batching or retries (the chain's) nor the Kafka protocol (librdkafka's).
+
+pub mod encoding;
+pub mod producer;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, Producer};
+use spansink_config::KafkaSinkConfig;
+
+use crate::otlp::Batch;
+use crate::sinks::{BuildError, Sink, SinkError};
+use crate::telemetry::metrics::{Metrics, SinkReasonLabels};
+
+/// Writes batches to one Kafka topic.
+pub struct KafkaSink {
+    name: String,
+    config: KafkaSinkConfig,
+    client_config: ClientConfig,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer that lost
+    /// its sequence state cannot produce again; a new one can).
+    producer: RwLock<Arc<FutureProducer>>,
+    metrics: Metrics,
+}
+
+impl KafkaSink {
+    /// Creates the producer. It connects in the background: brokers that are down now
+    /// make exports fail (transiently) later, not the build.
+    pub fn new(
+        name: &str,
+        config: &KafkaSinkConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(name, config, metrics, &|var| std::env::var(var).ok())
+    }
+
+    /// As [`KafkaSink::new`], reading the credential variables through `env`.
+    pub fn with_env(
+        name: &str,
+        config: &KafkaSinkConfig,
+        metrics: &Metrics,
+        env: producer::EnvLookup<'_>,
+    ) -> Result<Self, BuildError> {
+        let build_error = |message: String| BuildError {
+            sink: name.to_string(),
+            message,
+        };
+        let client_config = producer::client_config(config, env).map_err(build_error)?;
+        let producer = create_producer(&client_config).map_err(build_error)?;
+        Ok(Self {
+            name: name.to_string(),
+            config: config.clone(),
+            client_config,
+            producer: RwLock::new(Arc::new(producer)),
+            metrics: metrics.clone(),
+        })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        match self.producer.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Swaps in a new producer when the current one is dead. Returns whether it did.
+    fn replace_if_fatal(&self, current: &Arc<FutureProducer>) -> bool {
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return false;
+        };
+        tracing::error!(sink = %self.name, %code, %reason, "Kafka producer hit a fatal error; creating a new one");
+        match create_producer(&self.client_config) {
+            Ok(fresh) => {
+                let mut slot = match self.producer.write() {
+                    Ok(slot) => slot,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                if Arc::ptr_eq(&slot, current) {
+                    *slot = Arc::new(fresh);
+                }
+                true
+            }
+            Err(message) => {
+                tracing::error!(sink = %self.name, error = %message, "cannot create a new Kafka producer");
+                false
+            }
+        }
+    }
+
+    /// Spans that alone exceed `max_message_bytes` are never sent: no retry or fallback
+    /// could make them fit. Counted once, when the rest of their batch was delivered (a
+    /// batch that fails is retried or handed to the fallback whole, these spans with it).
+    fn count_oversized(&self, spans: usize) {
+        if spans == 0 {
+            return;
+        }
+        self.metrics
+            .sink_dropped_spans
+            .get_or_create(&SinkReasonLabels {
+                sink: self.name.clone(),
+                reason: "message_too_large",
+            })
+            .inc_by(spans as u64);
+        tracing::warn!(
+            sink = %self.name,
+            spans,
+            max_message_bytes = %self.config.max_message_bytes,
+            "spans larger than kafka.max_message_bytes on their own were dropped"
+        );
+    }
+}
+
+fn create_producer(config: &ClientConfig) -> Result<FutureProducer, String> {
+    config
+        .create::<FutureProducer>()
+        .map_err(|e| format!("cannot create the Kafka producer: {e}"))
+}
+
+#[async_trait]
+impl Sink for KafkaSink {
+    async fn export(&self, batch: &Batch) -> Result<(), SinkError> {
+        let encoded = encoding::encode_batch(
+            batch,
+            self.config.encoding,
+            self.config.max_message_bytes.as_usize(),
+        )
+        .map_err(|e| SinkError::permanent("encoding", e.to_string()))?;
+        if encoded.messages.is_empty() && encoded.oversized_spans > 0 {
+            return Err(SinkError::permanent(
+                "message_too_large",
+                format!(
+                    "every span of the batch exceeds kafka.max_message_bytes ({}) on its own",
+                    self.config.max_message_bytes
+                ),
+            ));
+        }
+        let producer = self.producer();
+        let outcome = producer::produce_all(
+            &producer,
+            &self.config.topic,
+            &encoded.messages,
+            self.config.message_timeout.get(),
+        )
+        .await;
+        if outcome.failures.is_empty() {
+            self.count_oversized(encoded.oversized_spans);
+            tracing::debug!(sink = %self.name, spans = batch.span_count(), messages = outcome.delivered, "batch produced");
+            return Ok(());
+        }
+        let failed = outcome.failures.len();
+        // One permanent failure means a retry of the batch cannot fully succeed.
+        let worst = outcome
+            .failures
+            .iter()
+            .find(|e| !e.is_transient())
+            .unwrap_or(&outcome.failures[0])
+            .clone();
+        if self.replace_if_fatal(&producer) && !worst.is_transient() {
+            // The old producer's errors say nothing about the new one.
+            let (SinkError::Transient { message, .. } | SinkError::Permanent { message, .. }) =
+                worst;
+            return Err(SinkError::transient("fatal", message));
+        }
+        tracing::warn!(
+            sink = %self.name,
+            failed_messages = failed,
+            delivered_messages = outcome.delivered,
+            error = %worst,
+            "Kafka did not acknowledge every message of the batch"
+        );
+        Err(worst)
+    }
+
+    async fn shutdown(&self) -> Result<(), SinkError> {
+        let producer = self.producer();
+        let timeout = self.config.message_timeout.get() + Duration::from_secs(1);
+        // flush() blocks its thread until librdkafka's queue is empty.
+        let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        match flushed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(producer::classify(&e)),
+            Err(join) => Err(SinkError::transient(
+                "shutdown",
+                format!("Kafka producer flush did not complete: {join}"),
+            )),
+        }
+    }
+}

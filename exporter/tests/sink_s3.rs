@@ -1,0 +1,424 @@
+//! S3 sink tests against a real S3-compatible server: moto, started per test on a free
+//! loopback port from the virtualenv named by `SPANSINK_VENV`, stopped by PID.
+
+mod sink_test_spans;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
+use chrono::{DateTime, Utc};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use sink_test_spans::{batch_of, flatten, rich_request, rich_span};
+use spansink_config::{ByteSize, S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
+use spansink_exporter::sinks::Sink;
+use spansink_exporter::sinks::s3::S3Sink;
+use spansink_exporter::sinks::s3::object_key::KeyTemplate;
+use spansink_exporter::telemetry::metrics::Metrics;
+
+const BUCKET: &str = "spans";
+
+/// A moto server process; killed (by PID) and reaped when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn binary() -> PathBuf {
+        let venv = std::env::var("SPANSINK_VENV").unwrap_or_else(|_| {
+            panic!(
+                "SPANSINK_VENV is not set: point it at a virtualenv with moto installed \
+                 (python3 -m venv DIR && DIR/bin/pip install 'moto[server]'); tests/run-all.sh does this"
+            )
+        });
+        let binary = PathBuf::from(&venv).join("bin").join("moto_server");
+        assert!(
+            binary.is_file(),
+            "{} does not exist: install moto into SPANSINK_VENV ({venv}/bin/pip install 'moto[server]')",
+            binary.display()
+        );
+        binary
+    }
+
+    fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Self {
+        let child = Command::new(Self::binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {addr} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Static test credentials: moto accepts any, and nothing here may consult the real AWS
+/// chain (its last resort is the instance metadata address, off this machine).
+fn sdk_config() -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "test",
+        )))
+        .build()
+}
+
+fn sink_config(endpoint: &str) -> S3SinkConfig {
+    let mut config = S3SinkConfig::new(BUCKET);
+    config.endpoint = Some(endpoint.to_string());
+    config.force_path_style = true;
+    config.prefix = "prod/".into();
+    config
+}
+
+fn s3_sink(config: &S3SinkConfig) -> S3Sink {
+    S3Sink::from_sdk_config("archive", config, &sdk_config()).unwrap()
+}
+
+/// A plain client to look at the bucket the way a user would.
+fn client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&sdk_config())
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+async fn create_bucket(client: &aws_sdk_s3::Client) {
+    client.create_bucket().bucket(BUCKET).send().await.unwrap();
+}
+
+async fn list_keys(client: &aws_sdk_s3::Client) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .max_keys(7) // several pages even for a few objects
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        keys.extend(
+            page.unwrap()
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(String::from)),
+        );
+    }
+    keys
+}
+
+struct Downloaded {
+    body: Vec<u8>,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    e_tag: Option<String>,
+    storage_class: Option<String>,
+}
+
+async fn download(client: &aws_sdk_s3::Client, key: &str) -> Downloaded {
+    let object = client
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    Downloaded {
+        content_type: object.content_type().map(String::from),
+        content_encoding: object.content_encoding().map(String::from),
+        e_tag: object.e_tag().map(String::from),
+        storage_class: object.storage_class().map(|c| c.as_str().to_string()),
+        body: object.body.collect().await.unwrap().into_bytes().to_vec(),
+    }
+}
+
+fn decompress(compression: S3Compression, body: &[u8]) -> Vec<u8> {
+    match compression {
+        S3Compression::None => body.to_vec(),
+        S3Compression::Gzip => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        }
+        S3Compression::Zstd => zstd::decode_all(body).unwrap(),
+    }
+}
+
+fn decode(encoding: S3Encoding, plain: &[u8]) -> ExportTraceServiceRequest {
+    match encoding {
+        S3Encoding::OtlpProto => ExportTraceServiceRequest::decode(plain).unwrap(),
+        S3Encoding::OtlpJson => serde_json::from_slice(plain).unwrap(),
+    }
+}
+
+/// The time partitions the default template can give for a write between `from` and `to`.
+fn partitions(from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
+    let template = KeyTemplate::parse(S3SinkConfig::DEFAULT_KEY_TEMPLATE).unwrap();
+    [from, to]
+        .into_iter()
+        .map(|t| format!("prod/{}", template.render(t)))
+        .collect()
+}
+
+fn split_key<'a>(key: &'a str, allowed_partitions: &BTreeSet<String>, extension: &str) -> &'a str {
+    let partition = allowed_partitions
+        .iter()
+        .find(|p| key.starts_with(p.as_str()))
+        .unwrap_or_else(|| panic!("{key} is not under any of {allowed_partitions:?}"));
+    let rest = &key[partition.len()..];
+    let id = rest
+        .strip_suffix(extension)
+        .unwrap_or_else(|| panic!("{key} does not end with {extension}"));
+    let uuid =
+        uuid::Uuid::parse_str(id).unwrap_or_else(|e| panic!("{key}: {id} is not a UUID: {e}"));
+    assert_eq!(uuid.get_version_num(), 7, "{key}");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_is_one_object_under_a_unique_time_partitioned_key() {
+    let moto = Moto::start();
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    let sink = std::sync::Arc::new(s3_sink(&sink_config(&moto.endpoint)));
+
+    let before = Utc::now();
+    let mut batches = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..24u8 {
+        // Distinct spans per batch so each object can be matched to its batch.
+        let mut request = rich_request(2, 3);
+        for rs in &mut request.resource_spans {
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    span.name = format!("batch {i} {}", span.name);
+                }
+            }
+        }
+        let batch = batch_of(&[&request, &rich_request(1, 1)]);
+        batches.push(flatten(&batch.decode().unwrap()));
+        let sink = sink.clone();
+        // Concurrent exports, as with rate_limit.max_concurrent_exports > 1.
+        tasks.push(tokio::spawn(async move { sink.export(&batch).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let after = Utc::now();
+
+    let keys = list_keys(&s3).await;
+    assert_eq!(keys.len(), 24, "{keys:?}");
+    let allowed = partitions(before, after);
+    let ids: BTreeSet<&str> = keys
+        .iter()
+        .map(|k| split_key(k, &allowed, ".binpb.gz"))
+        .collect();
+    assert_eq!(ids.len(), 24, "every key is unique");
+
+    let mut found = Vec::new();
+    for key in &keys {
+        let object = download(&s3, key).await;
+        assert_eq!(
+            object.content_type.as_deref(),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
+        let request = decode(
+            S3Encoding::OtlpProto,
+            &decompress(S3Compression::Gzip, &object.body),
+        );
+        found.push(flatten(&request));
+    }
+    found.sort();
+    batches.sort();
+    assert_eq!(
+        found, batches,
+        "every batch's spans, every field, in its own object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_json_zstd_and_storage_class_round_trip() {
+    let moto = Moto::start();
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    let mut config = sink_config(&moto.endpoint);
+    config.encoding = S3Encoding::OtlpJson;
+    config.compression = S3Compression::Zstd;
+    config.key_template = "otlp/%F/%H%M/".into();
+    config.storage_class = Some(S3StorageClass::StandardIa);
+    let request = rich_request(3, 4);
+    let before = Utc::now();
+    s3_sink(&config)
+        .export(&batch_of(&[&request]))
+        .await
+        .unwrap();
+    let after = Utc::now();
+
+    let keys = list_keys(&s3).await;
+    assert_eq!(keys.len(), 1);
+    let template = KeyTemplate::parse("otlp/%F/%H%M/").unwrap();
+    let allowed: BTreeSet<String> = [before, after]
+        .into_iter()
+        .map(|t| format!("prod/{}", template.render(t)))
+        .collect();
+    split_key(&keys[0], &allowed, ".json.zst");
+    let object = download(&s3, &keys[0]).await;
+    assert_eq!(object.content_type.as_deref(), Some("application/json"));
+    assert_eq!(object.content_encoding.as_deref(), Some("zstd"));
+    assert_eq!(object.storage_class.as_deref(), Some("STANDARD_IA"));
+    let plain = decompress(S3Compression::Zstd, &object.body);
+    let text = std::str::from_utf8(&plain).unwrap();
+    let hex_trace = const_hex::encode(sink_test_spans::trace_id(1));
+    assert!(
+        text.contains(&format!("\"traceId\":\"{hex_trace}\"")),
+        "OTLP JSON uses hex ids"
+    );
+    assert_eq!(
+        flatten(&decode(S3Encoding::OtlpJson, &plain)),
+        flatten(&request)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_use_multipart_upload() {
+    let moto = Moto::start();
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    let mut config = sink_config(&moto.endpoint);
+    config.compression = S3Compression::None;
+    config.multipart_threshold = ByteSize::kib(64);
+    config.multipart_part_size = ByteSize::mib(5);
+    // ~11 MiB of spans: three parts (5 + 5 + the rest).
+    let mut request = rich_request(1, 1);
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    for i in 0..1100u32 {
+        let mut span = rich_span(7, (i % 250) as u8);
+        span.span_id = i.to_be_bytes().repeat(2);
+        span.name = format!("{i:06}{}", "n".repeat(10_000));
+        spans.push(span);
+    }
+    let batch = batch_of(&[&request]);
+    assert!(batch.encoded_len() > 10 * 1024 * 1024 && batch.encoded_len() < 15 * 1024 * 1024);
+    s3_sink(&config).export(&batch).await.unwrap();
+
+    let keys = list_keys(&s3).await;
+    assert_eq!(keys.len(), 1);
+    let object = download(&s3, &keys[0]).await;
+    assert!(keys[0].ends_with(".binpb"), "{}", keys[0]);
+    assert_eq!(object.content_encoding, None);
+    // S3 (and moto) give multipart objects an ETag ending in -<number of parts>.
+    let e_tag = object.e_tag.unwrap_or_default();
+    assert!(e_tag.trim_matches('"').ends_with("-3"), "ETag {e_tag}");
+    assert_eq!(object.body.len(), batch.encoded_len());
+    assert_eq!(
+        flatten(&decode(S3Encoding::OtlpProto, &object.body)),
+        flatten(&request)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_is_permanent() {
+    let moto = Moto::start();
+    let sink = s3_sink(&sink_config(&moto.endpoint));
+    let err = sink
+        .export(&batch_of(&[&rich_request(1, 1)]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "no_such_bucket", "{err}");
+    assert!(err.to_string().contains("NoSuchBucket"), "{err}");
+
+    // The same for the multipart path.
+    let mut config = sink_config(&moto.endpoint);
+    config.multipart_threshold = ByteSize::kib(1);
+    config.compression = S3Compression::None;
+    let err = s3_sink(&config)
+        .export(&batch_of(&[&rich_request(4, 4)]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_is_transient_and_delivery_follows_once_it_is_up() {
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let sink = s3_sink(&sink_config(&endpoint));
+    let batch = batch_of(&[&rich_request(2, 2)]);
+    let err = sink.export(&batch).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "connect", "{err}");
+
+    let moto = Moto::start_on(port);
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    // What the retry policy does: the same batch again.
+    sink.export(&batch).await.unwrap();
+    assert_eq!(list_keys(&s3).await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_standard_chain_builds_without_touching_the_network() {
+    // Credentials are resolved at the first request, not here; the region comes from the
+    // config, so the chain does not look for one either.
+    let mut config = S3SinkConfig::new(BUCKET);
+    config.region = Some("eu-west-1".into());
+    config.endpoint = Some("http://127.0.0.1:9".into());
+    assert!(
+        S3Sink::new("archive", &config, &Metrics::for_tests())
+            .await
+            .is_ok()
+    );
+    config.key_template = "bad/%Q".into();
+    let err = S3Sink::new("archive", &config, &Metrics::for_tests())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().starts_with("sinks.archive: key_template"),
+        "{err}"
+    );
+}
