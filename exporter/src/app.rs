@@ -135,7 +135,7 @@ pub async fn start(
             stop_receivers.clone(),
             health.clone(),
         );
-        let (limits, failed) = (limits.clone(), failed.clone());
+        let failed = failed.clone();
         health.set_grpc_listening(true);
         tasks.push(tokio::spawn(async move {
             let result = receiver::serve_grpc(listener, admit, limits, metrics, async move {

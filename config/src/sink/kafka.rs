@@ -232,8 +232,10 @@ impl JsonSchema for KafkaAcks {
             "description": "Acknowledgements: all, 1 or 0 (-1 means all).",
             "x-kubernetes-int-or-string": true,
             "anyOf": [
-                {"type": "integer", "enum": [-1, 0, 1]},
-                {"type": "string", "enum": ["all", "-1", "1", "0"]}
+                // Bounds and a pattern rather than `enum`: the CRD generator hoists these
+                // out of the anyOf branches, which must stay type-only to be structural.
+                {"type": "integer", "minimum": -1, "maximum": 1},
+                {"type": "string", "pattern": "^(all|-1|0|1)$"}
             ]
         })
     }
