@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole spansink test suite on a fresh machine: installs what the tests need
-# (a Python virtualenv with the official OpenTelemetry SDK and the Helm SDK), builds,
-# then runs every test. Fast unit tests first, end-to-end tests (tests/ crate) last.
+# (C build packages for librdkafka; a Python virtualenv with the official OpenTelemetry
+# SDK, the Helm SDK and the moto S3 server), builds, then runs every test. Fast unit
+# and component tests first, end-to-end tests (tests/ crate) last.
 #
 # Environment:
 #   CARGO_TARGET_DIR   build directory (default: $HOME/.cache/spansink-target)
@@ -12,11 +13,28 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/spansink-target}
 venv=${SPANSINK_VENV:-$HOME/.cache/spansink-venv}
 
-# Python packages used by the tests, pinned so results do not drift.
+# System packages: librdkafka (bundled, built by rdkafka-sys) needs OpenSSL and zlib headers.
+apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-venv)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing system packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+
+# Python packages used by the tests, pinned so results do not drift: the official
+# OpenTelemetry SDK (end-to-end client), the Helm SDK (chart lint/render), moto (S3 server).
 py_packages=(
   "opentelemetry-sdk==1.45.2"
   "opentelemetry-exporter-otlp-proto-grpc==1.45.2"
   "opentelemetry-exporter-otlp-proto-http==1.45.2"
+  "helm-python-sdk==0.2.2"
+  "moto[server]==5.2.5"
 )
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -30,6 +48,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${py_packages[*]}" ]; then
   echo "${py_packages[*]}" > "$stamp"
 fi
 export SPANSINK_PYTHON="$venv/bin/python"
+export SPANSINK_VENV="$venv"
 
 echo "== build"
 cargo build --workspace --all-targets

@@ -108,7 +108,7 @@ fn check_protocol(protocol: &str) {
     assert_eq!(attrs["retry"], serde_json::json!(false));
     assert_eq!(attrs["http.route"], serde_json::json!("/orders/{id}"));
     assert_eq!(
-        parent["resource"]["attributes"]["deployment.environment"],
+        parent["resource_attributes"]["deployment.environment"],
         serde_json::json!("e2e")
     );
 
