@@ -53,8 +53,15 @@ export SPANSINK_VENV="$venv"
 echo "== build"
 cargo build --workspace --all-targets
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "== unit and component tests"
-cargo test --workspace --exclude spansink-tests
+cargo test --workspace --exclude spansink-tests 2>&1 | tee -a "$log"
 
 echo "== end-to-end tests"
-cargo test -p spansink-tests
+cargo test -p spansink-tests --tests 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite (set -o pipefail has already stopped on a failure).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "summary: %d passed, %d failed\n", p, f }' "$log"

@@ -366,8 +366,19 @@ fn every_spec_field_is_documented() {
 #[test]
 fn examples_are_admitted_by_the_schema_and_valid_pipelines() {
     let validator = jsonschema::validator_for(&schema()).unwrap();
-    for file in ["examples/k8s/file-sink.yaml", "examples/k8s/otlp-sink.yaml"] {
-        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(repo_root().join("examples/k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 4,
+        "examples/k8s has the file, otlp, kafka and s3 examples: {files:?}"
+    );
+    for path in files {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
         let object: Value = serde_yaml::from_str(&text).unwrap();
         let errors: Vec<String> = validator
             .iter_errors(&object)
