@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/spansink-target}
 venv=${SPANSINK_VENV:-$HOME/.cache/spansink-venv}
 
-# System packages: librdkafka (bundled, built by rdkafka-sys) needs OpenSSL and zlib headers.
-apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-venv)
+# System packages: librdkafka (bundled, built by rdkafka-sys) needs OpenSSL and zlib headers;
+# promtool (Debian prometheus) lints the exporter's /metrics.
+apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-venv prometheus)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -24,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 # Python packages used by the tests, pinned so results do not drift: the official

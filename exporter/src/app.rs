@@ -16,6 +16,7 @@ use crate::chain::{Admit, Chain};
 use crate::receiver::{self, ReceiverLimits};
 use crate::reload::{LiveChain, Reloader};
 use crate::sinks::{self, BuildError};
+use crate::telemetry::metrics::Protocol;
 use crate::telemetry::{self, Health, Metrics};
 
 /// Why the exporter could not start or stopped with an error.
@@ -125,57 +126,22 @@ pub async fn start(
         })
     };
 
-    let limits = ReceiverLimits::from(r);
+    let receivers = ReceiverTasks {
+        admit,
+        limits: ReceiverLimits::from(r),
+        metrics: metrics.clone(),
+        stop: stop_receivers.clone(),
+        failed: failed.clone(),
+        health: health.clone(),
+    };
     let mut tasks = Vec::new();
     let grpc_addr = grpc_listener.as_ref().and_then(local_addr);
     if let Some(listener) = grpc_listener {
-        let (admit, metrics, stop, health) = (
-            admit.clone(),
-            metrics.clone(),
-            stop_receivers.clone(),
-            health.clone(),
-        );
-        let failed = failed.clone();
-        health.set_grpc_listening(true);
-        tasks.push(tokio::spawn(async move {
-            let result = receiver::serve_grpc(listener, admit, limits, metrics, async move {
-                stop.cancelled().await
-            })
-            .await;
-            health.set_grpc_listening(false);
-            result.map_err(|e| {
-                failed.cancel();
-                AppError::Server {
-                    what: "OTLP gRPC",
-                    message: e.to_string(),
-                }
-            })
-        }));
+        tasks.push(receivers.spawn(Protocol::grpc, listener));
     }
     let http_addr = http_listener.as_ref().and_then(local_addr);
     if let Some(listener) = http_listener {
-        let (admit, metrics, stop, health) = (
-            admit.clone(),
-            metrics.clone(),
-            stop_receivers.clone(),
-            health.clone(),
-        );
-        let failed = failed.clone();
-        health.set_http_listening(true);
-        tasks.push(tokio::spawn(async move {
-            let result = receiver::serve_http(listener, admit, limits, metrics, async move {
-                stop.cancelled().await
-            })
-            .await;
-            health.set_http_listening(false);
-            result.map_err(|e| {
-                failed.cancel();
-                AppError::Server {
-                    what: "OTLP HTTP",
-                    message: e.to_string(),
-                }
-            })
-        }));
+        tasks.push(receivers.spawn(Protocol::http, listener));
     }
 
     if let ConfigSource::File(path) = source {
@@ -213,6 +179,53 @@ pub async fn start(
         tasks,
         telemetry_task,
     })
+}
+
+/// What every receiver task shares.
+struct ReceiverTasks {
+    admit: Arc<dyn Admit>,
+    limits: ReceiverLimits,
+    metrics: Metrics,
+    stop: CancellationToken,
+    failed: CancellationToken,
+    health: Arc<Health>,
+}
+
+impl ReceiverTasks {
+    /// Serves `protocol` on `listener` until `stop`; marks the receiver listening while
+    /// it runs and cancels `failed` if it dies.
+    fn spawn(
+        &self,
+        protocol: Protocol,
+        listener: TcpListener,
+    ) -> tokio::task::JoinHandle<Result<(), AppError>> {
+        let (admit, limits, metrics) = (self.admit.clone(), self.limits, self.metrics.clone());
+        let (stop, failed, health) = (self.stop.clone(), self.failed.clone(), self.health.clone());
+        health.set_listening(protocol, true);
+        tokio::spawn(async move {
+            let shutdown = async move { stop.cancelled().await };
+            let result = match protocol {
+                Protocol::grpc => {
+                    receiver::serve_grpc(listener, admit, limits, metrics, shutdown).await
+                }
+                Protocol::http => {
+                    receiver::serve_http(listener, admit, limits, metrics, shutdown).await
+                }
+            };
+            health.set_listening(protocol, false);
+            result.map_err(|e| {
+                failed.cancel();
+                let what = match protocol {
+                    Protocol::grpc => "OTLP gRPC",
+                    Protocol::http => "OTLP HTTP",
+                };
+                AppError::Server {
+                    what,
+                    message: e.to_string(),
+                }
+            })
+        })
+    }
 }
 
 /// Builds every sink of `config`, then the chain around them (not started).

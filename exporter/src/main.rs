@@ -101,15 +101,8 @@ fn main() -> ExitCode {
 }
 
 fn bench(spec: &BenchSpec) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(spansink_exporter::bench::run(spec)) {
         Ok(report) => {
@@ -121,6 +114,16 @@ fn bench(spec: &BenchSpec) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The multi-threaded runtime every command runs on; `None` (after telling why) if the
+/// system refuses one.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("cannot start the async runtime: {e}"))
+        .ok()
 }
 
 fn validate(path: &std::path::Path) -> ExitCode {
@@ -158,15 +161,8 @@ fn run(path: Option<PathBuf>, watch_interval: Duration) -> ExitCode {
         }
     };
     logging::init(config.telemetry.log_format, &config.telemetry.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result: anyhow::Result<()> = runtime.block_on(async move {
         let running = app::start(config, source, watch_interval).await?;

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::metrics::Protocol;
+
 /// What must be true for the exporter to take traffic.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -21,12 +23,12 @@ impl Health {
         h
     }
 
-    pub fn set_grpc_listening(&self, on: bool) {
-        self.grpc_listening.store(on, Ordering::Relaxed);
-    }
-
-    pub fn set_http_listening(&self, on: bool) {
-        self.http_listening.store(on, Ordering::Relaxed);
+    pub fn set_listening(&self, protocol: Protocol, on: bool) {
+        let flag = match protocol {
+            Protocol::grpc => &self.grpc_listening,
+            Protocol::http => &self.http_listening,
+        };
+        flag.store(on, Ordering::Relaxed);
     }
 
     pub fn set_chain_running(&self, on: bool) {
@@ -66,7 +68,7 @@ mod tests {
             h.readiness().unwrap_err(),
             vec!["grpc receiver not listening", "sink chain not running"]
         );
-        h.set_grpc_listening(true);
+        h.set_listening(Protocol::grpc, true);
         h.set_chain_running(true);
         assert_eq!(h.readiness(), Ok(()));
         h.set_chain_running(false);

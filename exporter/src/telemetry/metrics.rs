@@ -164,7 +164,7 @@ impl Metrics {
         );
         r.register(
             "sink_dropped_spans",
-            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `no_fallback`, `fallback_refused`, `malformed`)",
+            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `no_fallback`, `fallback_refused`, `malformed`, `message_too_large`, `rejected_by_backend`)",
             m.sink_dropped_spans.clone(),
         );
         r.register(

@@ -1,4 +1,5 @@
-//! The telemetry HTTP server: `/metrics` (OpenMetrics text for Prometheus), `/healthz`
+//! The telemetry HTTP server: `/metrics` (OpenMetrics for Prometheus, the classic text
+//! format for other readers), `/healthz`
 //! (the process serves requests) and `/readyz` (receivers listen and the chain runs).
 
 use std::future::Future;
@@ -6,12 +7,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use super::exposition;
 use super::health::Health;
 
 #[derive(Clone)]
@@ -37,22 +39,24 @@ pub async fn serve(
         .await
 }
 
-async fn metrics(State(state): State<TelemetryState>) -> Response {
+async fn metrics(State(state): State<TelemetryState>, headers: HeaderMap) -> Response {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => (
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        return (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics failed: {e}\n"),
         )
-            .into_response(),
+            .into_response();
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], body).into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            exposition::to_prometheus_text(&body),
+        )
+            .into_response()
     }
 }
 
