@@ -1,8 +1,6 @@
 //! Kafka sink tests: the per-trace encoding on its own, then the sink against librdkafka's
 //! in-process mock cluster (the real Kafka protocol), read back with a consumer.
 
-mod sink_test_spans;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -13,8 +11,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use sink_test_spans::{batch_of, flatten, rich_request, rich_span, span_count, trace_ids};
 use spansink_config::{ByteSize, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig};
+use spansink_exporter::otlp::fixtures::{
+    self, batch_of, flatten, interleaved_traces, rich_span, trace_ids,
+};
+use spansink_exporter::otlp::span_count;
 use spansink_exporter::sinks::Sink;
 use spansink_exporter::sinks::kafka::KafkaSink;
 use spansink_exporter::sinks::kafka::encoding::encode_batch;
@@ -46,7 +47,7 @@ fn merged(
 
 #[test]
 fn one_message_per_trace_keyed_by_hex_trace_id_with_wrappers_kept() {
-    let request = rich_request(5, 8);
+    let request = interleaved_traces(5, 8);
     let batch = batch_of(&[&request]);
     for encoding in [KafkaEncoding::OtlpProto, KafkaEncoding::OtlpJson] {
         let encoded = encode_batch(&batch, encoding, 1_000_000).unwrap();
@@ -70,15 +71,20 @@ fn one_message_per_trace_keyed_by_hex_trace_id_with_wrappers_kept() {
 
 #[test]
 fn otlp_json_uses_hex_ids_and_string_int64() {
-    let batch = batch_of(&[&rich_request(1, 1)]);
+    let request = interleaved_traces(1, 1);
+    let span_id = const_hex::encode(&request.resource_spans[0].scope_spans[0].spans[0].span_id);
+    let batch = batch_of(&[&request]);
     let encoded = encode_batch(&batch, KafkaEncoding::OtlpJson, 1_000_000).unwrap();
     let text = String::from_utf8(encoded.messages[0].value.to_vec()).unwrap();
-    let hex_trace = const_hex::encode(sink_test_spans::trace_id(1));
+    let hex_trace = const_hex::encode(fixtures::trace_id(1));
     assert!(
         text.contains(&format!("\"traceId\":\"{hex_trace}\"")),
         "{text}"
     );
-    assert!(text.contains("\"spanId\":\"0100030405060708\""), "{text}");
+    assert!(
+        text.contains(&format!("\"spanId\":\"{span_id}\"")),
+        "{text}"
+    );
     assert!(
         text.contains("\"startTimeUnixNano\":\"1700000000000000000\""),
         "{text}"
@@ -91,10 +97,11 @@ fn otlp_json_uses_hex_ids_and_string_int64() {
 
 #[test]
 fn large_traces_are_split_and_lone_oversized_spans_dropped() {
-    let request = rich_request(2, 40);
-    let max = 4096;
+    let request = interleaved_traces(2, 40);
+    // Room for one rich span with its wrappers in either encoding, not for a whole trace.
+    let max = 16_384;
     let mut huge = rich_span(9, 0);
-    huge.name = "x".repeat(10_000);
+    huge.name = "x".repeat(40_000);
     let with_huge = ExportTraceServiceRequest {
         resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
             resource: None,
@@ -276,8 +283,8 @@ async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
             &Metrics::for_tests(),
         )
         .unwrap();
-        let first = rich_request(12, 6);
-        let second = rich_request(12, 3); // the same traces again, in a later request
+        let first = interleaved_traces(12, 6);
+        let second = interleaved_traces(12, 3); // the same traces again, in a later request
         sink.export(&batch_of(&[&first, &second])).await.unwrap();
         sink.export(&batch_of(&[&first])).await.unwrap();
         sink.shutdown().await.unwrap();
@@ -327,10 +334,10 @@ async fn oversized_batches_are_split_and_lone_oversized_spans_counted() {
     config.max_message_bytes = ByteSize::kib(4);
     let metrics = Metrics::for_tests();
     let sink = KafkaSink::new("events", &config, &metrics).unwrap();
-    let request = rich_request(3, 30);
+    let request = interleaved_traces(3, 30);
     let mut huge = rich_span(50, 0);
     huge.name = "x".repeat(8_000);
-    let mut with_huge = rich_request(0, 0);
+    let mut with_huge = interleaved_traces(0, 0);
     with_huge.resource_spans[0].scope_spans[0].spans.push(huge);
     sink.export(&batch_of(&[&request, &with_huge]))
         .await
@@ -360,7 +367,7 @@ async fn oversized_batches_are_split_and_lone_oversized_spans_counted() {
     assert_eq!(flatten(&decoded), flatten(&request));
 
     // A batch of nothing but such spans is a permanent failure, so a fallback gets it.
-    let mut only_huge = rich_request(0, 0);
+    let mut only_huge = interleaved_traces(0, 0);
     let mut span = rich_span(51, 0);
     span.name = "y".repeat(8_000);
     only_huge.resource_spans[0].scope_spans[0].spans.push(span);
@@ -380,7 +387,7 @@ async fn brokers_down_at_start_fail_transiently_then_deliver_once_up() {
         &Metrics::for_tests(),
     )
     .unwrap();
-    let request = rich_request(4, 2);
+    let request = interleaved_traces(4, 2);
     let err = sink.export(&batch_of(&[&request])).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.reason(), "timeout", "{err}");
@@ -407,7 +414,7 @@ async fn produce_errors_mid_stream_are_transient() {
         &Metrics::for_tests(),
     )
     .unwrap();
-    let request = rich_request(3, 2);
+    let request = interleaved_traces(3, 2);
     sink.export(&batch_of(&[&request])).await.unwrap();
 
     // Every produce request now fails with a retriable broker error until the producer
@@ -446,7 +453,7 @@ async fn topic_authorization_failure_is_permanent() {
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
     );
     let err = sink
-        .export(&batch_of(&[&rich_request(2, 2)]))
+        .export(&batch_of(&[&interleaved_traces(2, 2)]))
         .await
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
@@ -462,7 +469,7 @@ async fn every_compression_codec_is_built_in() {
         let mut config = sink_config(&bootstrap, KafkaEncoding::OtlpProto);
         config.compression = compression;
         let sink = KafkaSink::new("events", &config, &Metrics::for_tests()).unwrap();
-        let request = rich_request(2, 3);
+        let request = interleaved_traces(2, 3);
         sink.export(&batch_of(&[&request])).await.unwrap();
         let consumed = consume(&bootstrap, KafkaEncoding::OtlpProto, span_count(&request));
         let decoded = merged(
@@ -512,7 +519,7 @@ async fn a_topic_that_does_not_exist_is_permanent() {
         .insert("topic.metadata.propagation.max.ms".into(), "500".into());
     let sink = KafkaSink::new("events", &config, &Metrics::for_tests()).unwrap();
     let err = sink
-        .export(&batch_of(&[&rich_request(1, 1)]))
+        .export(&batch_of(&[&interleaved_traces(1, 1)]))
         .await
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");

@@ -1,8 +1,6 @@
 //! S3 sink tests against a real S3-compatible server: moto, started per test on a free
 //! loopback port from the virtualenv named by `SPANSINK_VENV`, stopped by PID.
 
-mod sink_test_spans;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,8 +13,8 @@ use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
 use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
-use sink_test_spans::{batch_of, flatten, rich_request, rich_span};
 use spansink_config::{ByteSize, S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
+use spansink_exporter::otlp::fixtures::{self, batch_of, flatten, interleaved_traces, rich_span};
 use spansink_exporter::sinks::Sink;
 use spansink_exporter::sinks::s3::S3Sink;
 use spansink_exporter::sinks::s3::object_key::KeyTemplate;
@@ -229,7 +227,7 @@ async fn each_batch_is_one_object_under_a_unique_time_partitioned_key() {
     let mut tasks = Vec::new();
     for i in 0..24u8 {
         // Distinct spans per batch so each object can be matched to its batch.
-        let mut request = rich_request(2, 3);
+        let mut request = interleaved_traces(2, 3);
         for rs in &mut request.resource_spans {
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
@@ -237,7 +235,7 @@ async fn each_batch_is_one_object_under_a_unique_time_partitioned_key() {
                 }
             }
         }
-        let batch = batch_of(&[&request, &rich_request(1, 1)]);
+        let batch = batch_of(&[&request, &interleaved_traces(1, 1)]);
         batches.push(flatten(&batch.decode().unwrap()));
         let sink = sink.clone();
         // Concurrent exports, as with rate_limit.max_concurrent_exports > 1.
@@ -289,7 +287,7 @@ async fn otlp_json_zstd_and_storage_class_round_trip() {
     config.compression = S3Compression::Zstd;
     config.key_template = "otlp/%F/%H%M/".into();
     config.storage_class = Some(S3StorageClass::StandardIa);
-    let request = rich_request(3, 4);
+    let request = interleaved_traces(3, 4);
     let before = Utc::now();
     s3_sink(&config)
         .export(&batch_of(&[&request]))
@@ -311,7 +309,7 @@ async fn otlp_json_zstd_and_storage_class_round_trip() {
     assert_eq!(object.storage_class.as_deref(), Some("STANDARD_IA"));
     let plain = decompress(S3Compression::Zstd, &object.body);
     let text = std::str::from_utf8(&plain).unwrap();
-    let hex_trace = const_hex::encode(sink_test_spans::trace_id(1));
+    let hex_trace = const_hex::encode(fixtures::trace_id(1));
     assert!(
         text.contains(&format!("\"traceId\":\"{hex_trace}\"")),
         "OTLP JSON uses hex ids"
@@ -332,7 +330,7 @@ async fn large_batches_use_multipart_upload() {
     config.multipart_threshold = ByteSize::kib(64);
     config.multipart_part_size = ByteSize::mib(5);
     // ~11 MiB of spans: three parts (5 + 5 + the rest).
-    let mut request = rich_request(1, 1);
+    let mut request = interleaved_traces(1, 1);
     let spans = &mut request.resource_spans[0].scope_spans[0].spans;
     for i in 0..1100u32 {
         let mut span = rich_span(7, (i % 250) as u8);
@@ -364,7 +362,7 @@ async fn a_missing_bucket_is_permanent() {
     let moto = Moto::start();
     let sink = s3_sink(&sink_config(&moto.endpoint));
     let err = sink
-        .export(&batch_of(&[&rich_request(1, 1)]))
+        .export(&batch_of(&[&interleaved_traces(1, 1)]))
         .await
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
@@ -376,7 +374,7 @@ async fn a_missing_bucket_is_permanent() {
     config.multipart_threshold = ByteSize::kib(1);
     config.compression = S3Compression::None;
     let err = s3_sink(&config)
-        .export(&batch_of(&[&rich_request(4, 4)]))
+        .export(&batch_of(&[&interleaved_traces(4, 4)]))
         .await
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
@@ -387,7 +385,7 @@ async fn a_server_that_is_down_is_transient_and_delivery_follows_once_it_is_up()
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let sink = s3_sink(&sink_config(&endpoint));
-    let batch = batch_of(&[&rich_request(2, 2)]);
+    let batch = batch_of(&[&interleaved_traces(2, 2)]);
     let err = sink.export(&batch).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.reason(), "connect", "{err}");

@@ -285,15 +285,7 @@ pub fn send_grpc(
     })
 }
 
-pub fn span_count(
-    r: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
-) -> usize {
-    r.resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
-}
+pub use spansink_exporter::otlp::span_count;
 
 /// Span ids (hex) found in JSON lines.
 pub fn span_ids(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {

@@ -279,7 +279,7 @@ fn interpret_entries(entries: Vec<KeyValue>) -> Result<Vec<KeyValue>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::fixtures::{kv, v_array, v_bytes, v_double, v_int, v_kvlist, v_str};
+    use crate::otlp::fixtures::{kv, v_array, v_bytes, v_double, v_int, v_kvlist, v_str};
 
     fn round_trip(attributes: &[KeyValue]) -> (String, Vec<KeyValue>) {
         let mut out = Vec::new();

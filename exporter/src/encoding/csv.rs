@@ -156,12 +156,89 @@ pub fn write_field(out: &mut Vec<u8>, text: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::encoding::attributes::read_attributes;
     use crate::encoding::encode_request;
-    use crate::encoding::fixtures;
-    use crate::encoding::flat::flat_spans;
+    use crate::encoding::flat::{FlatSpan, flat_spans};
+    use crate::encoding::json::{read_entity_refs, read_events, read_links};
+    use crate::otlp::fixtures;
+
+    /// Checks every column of a CSV row (read by the `csv` crate) against the span it was
+    /// written from.
+    pub(crate) fn assert_csv_row_matches(row: &::csv::StringRecord, flat: &FlatSpan<'_>) {
+        assert_eq!(row.len(), FIELDS.len());
+        let col = |name: &str| {
+            let i = FIELDS.iter().position(|f| *f == name).unwrap();
+            row[i].to_string()
+        };
+        let span = flat.span;
+        let group = &flat.group;
+        assert_eq!(col("service_name"), flat.service_name());
+        assert_eq!(col("trace_id"), const_hex::encode(&span.trace_id));
+        assert_eq!(col("span_id"), const_hex::encode(&span.span_id));
+        assert_eq!(
+            col("parent_span_id"),
+            const_hex::encode(&span.parent_span_id)
+        );
+        assert_eq!(col("trace_state"), span.trace_state);
+        assert_eq!(col("flags"), span.flags.to_string());
+        assert_eq!(col("name"), span.name);
+        assert_eq!(col("kind"), flat.kind_name().unwrap());
+        assert_eq!(
+            col("start_time_unix_nano"),
+            span.start_time_unix_nano.to_string()
+        );
+        assert_eq!(
+            col("end_time_unix_nano"),
+            span.end_time_unix_nano.to_string()
+        );
+        assert_eq!(col("duration_ns"), flat.duration_ns().to_string());
+        assert_eq!(col("status_code"), flat.status_code_name().unwrap());
+        assert_eq!(col("status_message"), flat.status_message());
+        assert_eq!(
+            read_attributes(&col("attributes")).unwrap(),
+            span.attributes
+        );
+        assert_eq!(
+            col("dropped_attributes_count"),
+            span.dropped_attributes_count.to_string()
+        );
+        assert_eq!(read_events(&col("events")).unwrap(), span.events);
+        assert_eq!(
+            col("dropped_events_count"),
+            span.dropped_events_count.to_string()
+        );
+        assert_eq!(read_links(&col("links")).unwrap(), span.links);
+        assert_eq!(
+            col("dropped_links_count"),
+            span.dropped_links_count.to_string()
+        );
+        assert_eq!(
+            read_attributes(&col("resource_attributes")).unwrap(),
+            group.resource_attributes()
+        );
+        assert_eq!(
+            col("resource_dropped_attributes_count"),
+            group.resource_dropped_attributes_count().to_string()
+        );
+        assert_eq!(
+            read_entity_refs(&col("resource_entity_refs")).unwrap(),
+            group.resource_entity_refs()
+        );
+        assert_eq!(col("resource_schema_url"), group.resource_schema_url());
+        assert_eq!(col("scope_name"), group.scope_name());
+        assert_eq!(col("scope_version"), group.scope_version());
+        assert_eq!(
+            read_attributes(&col("scope_attributes")).unwrap(),
+            group.scope_attributes()
+        );
+        assert_eq!(
+            col("scope_dropped_attributes_count"),
+            group.scope_dropped_attributes_count().to_string()
+        );
+        assert_eq!(col("scope_schema_url"), group.scope_schema_url());
+    }
 
     fn field(text: &str) -> String {
         let mut out = Vec::new();
@@ -193,7 +270,7 @@ mod tests {
         let spans: Vec<_> = flat_spans(&request).collect();
         assert_eq!(rows.len(), spans.len());
         for (row, flat) in rows.iter().zip(&spans) {
-            fixtures::assert_csv_row_matches(row, flat);
+            assert_csv_row_matches(row, flat);
         }
         // The nested columns are JSON with typed values.
         let attrs = read_attributes(&rows[0][13]).unwrap();

@@ -504,8 +504,8 @@ impl From<EntityRefLine> for EntityRef {
 mod tests {
     use super::*;
     use crate::encoding::encode_request;
-    use crate::encoding::fixtures;
     use crate::encoding::flat::{FIELDS, flat_spans};
+    use crate::otlp::{fixtures, span_count};
 
     fn jsonl(request: &ExportTraceServiceRequest) -> String {
         let mut out = Vec::new();
@@ -517,7 +517,7 @@ mod tests {
     fn rich_request_round_trips_identically() {
         let request = fixtures::rich_request();
         let text = jsonl(&request);
-        assert_eq!(text.lines().count(), fixtures::span_count(&request));
+        assert_eq!(text.lines().count(), span_count(&request));
         assert_eq!(read_request(text.lines()).unwrap(), request);
     }
 

@@ -10,9 +10,6 @@ pub mod flat;
 pub mod json;
 pub mod json_text;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use spansink_config::FileFormat;

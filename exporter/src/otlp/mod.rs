@@ -7,5 +7,5 @@ pub mod fixtures;
 pub mod payload;
 pub mod wire;
 
-pub use payload::{Batch, TraceData};
+pub use payload::{Batch, TraceData, span_count};
 pub use wire::WireError;

@@ -29,15 +29,9 @@ impl TraceData {
 
     /// Encodes a request built in code (JSON receiver, tests).
     pub fn from_request(request: &ExportTraceServiceRequest) -> Self {
-        let spans = request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
         Self {
             bytes: Bytes::from(request.encode_to_vec()),
-            spans,
+            spans: span_count(request),
         }
     }
 
@@ -57,6 +51,16 @@ impl TraceData {
     pub fn decode(&self) -> Result<ExportTraceServiceRequest, WireError> {
         ExportTraceServiceRequest::decode(self.bytes.as_ref()).map_err(WireError::from)
     }
+}
+
+/// How many spans `request` holds, over all its resources and scopes.
+pub fn span_count(request: &ExportTraceServiceRequest) -> usize {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum()
 }
 
 /// Requests grouped for one export call. Holds the parts as they arrived; protobuf's rule

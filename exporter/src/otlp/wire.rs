@@ -630,7 +630,7 @@ impl fmt::Display for Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::fixtures;
+    use crate::otlp::{fixtures, span_count};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
@@ -643,13 +643,36 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn prost_spans(bytes: &[u8]) -> Result<usize, prost::DecodeError> {
-        let request = ExportTraceServiceRequest::decode(bytes)?;
-        Ok(request
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum())
+        Ok(span_count(&ExportTraceServiceRequest::decode(bytes)?))
+    }
+
+    /// [`fixtures::rich_request`] plus the shapes only the wire carries: a value-less
+    /// `AnyValue`, dictionary indexes, a scope without spans, absent resource and scope.
+    fn wire_rich_request() -> ExportTraceServiceRequest {
+        let mut request = fixtures::rich_request();
+        let mut span = fixtures::rich_span(3, 1);
+        span.attributes.push(fixtures::attribute(
+            "dictionary.ref",
+            Value::StringValueStrindex(7),
+        ));
+        span.attributes.push(KeyValue {
+            key: "unset".into(),
+            value: Some(AnyValue { value: None }),
+            key_strindex: 3,
+        });
+        request.resource_spans[0]
+            .scope_spans
+            .push(ScopeSpans::default());
+        request.resource_spans.push(ResourceSpans {
+            resource: None,
+            scope_spans: vec![ScopeSpans {
+                scope: None,
+                spans: vec![span],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        });
+        request
     }
 
     /// Scan and prost decode agree on validity and span count.
@@ -815,8 +838,8 @@ mod tests {
 
     #[test]
     fn rich_request_is_valid_and_its_spans_counted() {
-        let bytes = fixtures::rich_request().encode_to_vec();
-        assert_eq!(scan(&bytes), Ok(WireSummary { spans: 3 }));
+        let bytes = wire_rich_request().encode_to_vec();
+        assert_eq!(scan(&bytes), Ok(WireSummary { spans: 8 }));
         assert_agrees(&bytes);
     }
 
@@ -863,7 +886,7 @@ mod tests {
 
         let mut attribute = fixtures::string("k", "v").encode_to_vec();
         attribute.extend(&unknown);
-        let mut span = fixtures::rich_span(1).encode_to_vec();
+        let mut span = fixtures::rich_span(1, 0).encode_to_vec();
         span.extend(len_field(9, &attribute));
         span.extend(&unknown);
         let mut scope_spans = len_field(2, &span);
@@ -879,7 +902,7 @@ mod tests {
 
     #[test]
     fn every_truncation_of_a_rich_request_agrees_with_prost() {
-        let bytes = fixtures::rich_request().encode_to_vec();
+        let bytes = wire_rich_request().encode_to_vec();
         for end in 0..bytes.len() {
             assert_agrees(&bytes[..end]);
         }
@@ -887,7 +910,7 @@ mod tests {
 
     #[test]
     fn random_byte_flips_never_make_the_scan_accept_what_prost_refuses() {
-        let original = fixtures::rich_request().encode_to_vec();
+        let original = wire_rich_request().encode_to_vec();
         let mut rng = StdRng::seed_from_u64(42);
         for _ in 0..30_000 {
             let mut bytes = original.clone();
@@ -947,7 +970,7 @@ mod tests {
                 .ends_with("spans[3].parent_span_id: must be 8 bytes (or empty), got 16")
         );
 
-        let mut span = fixtures::rich_span(1);
+        let mut span = fixtures::rich_span(1, 0);
         span.links[1].span_id = vec![7; 3];
         let bytes = request_with_bad_span(span).encode_to_vec();
         assert!(
@@ -1083,7 +1106,7 @@ mod tests {
             "(unknown field 2): invalid varint (longer than 10 bytes)"
         );
 
-        let mut bytes = fixtures::rich_request().encode_to_vec();
+        let mut bytes = wire_rich_request().encode_to_vec();
         bytes.truncate(bytes.len() - 1);
         assert!(error_of(&bytes).contains("runs past the end"));
 

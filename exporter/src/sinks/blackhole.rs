@@ -24,8 +24,8 @@ impl Sink for BlackholeSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::fixtures;
     use crate::otlp::TraceData;
+    use crate::otlp::fixtures;
 
     #[tokio::test]
     async fn accepts_any_batch() {

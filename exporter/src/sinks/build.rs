@@ -82,7 +82,7 @@ mod tests {
     use spansink_config::{BlackholeSinkConfig, FileSinkConfig, OtlpSinkConfig, StdoutSinkConfig};
 
     use super::*;
-    use crate::encoding::fixtures;
+    use crate::otlp::fixtures;
     use crate::otlp::{Batch, TraceData};
 
     fn file_config(path: &std::path::Path) -> FileSinkConfig {
@@ -93,7 +93,7 @@ mod tests {
     async fn each_backend_is_built_from_its_config() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::for_tests();
-        let batch: Batch = [TraceData::from_request(&fixtures::load_request(2, 1))]
+        let batch: Batch = [TraceData::from_request(&fixtures::request(2, 1))]
             .into_iter()
             .collect();
 

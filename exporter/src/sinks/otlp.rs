@@ -267,8 +267,8 @@ mod tests {
     use tonic::transport::server::TcpIncoming;
 
     use super::*;
-    use crate::encoding::fixtures;
     use crate::otlp::TraceData;
+    use crate::otlp::fixtures;
     use crate::telemetry::metrics::SinkReasonLabels;
 
     /// What the test backend answers.
@@ -353,7 +353,7 @@ mod tests {
     fn batch() -> Batch {
         [
             TraceData::from_request(&fixtures::rich_request()),
-            TraceData::from_request(&fixtures::load_request(3, 2)),
+            TraceData::from_request(&fixtures::request(3, 2)),
         ]
         .into_iter()
         .collect()

@@ -114,15 +114,15 @@ fn write_millis(out: &mut Vec<u8>, ns: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::fixtures;
     use crate::encoding::read_request;
+    use crate::otlp::{fixtures, span_count};
 
     #[test]
     fn summary_lines_are_one_per_span_with_quoted_names() {
         let request = fixtures::rich_request();
         let text = String::from_utf8(format_request(StdoutFormat::Summary, &request)).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), fixtures::span_count(&request));
+        assert_eq!(lines.len(), span_count(&request));
         let first = &request.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(
             lines[0],
@@ -137,7 +137,8 @@ mod tests {
             "{}",
             lines[1]
         );
-        // The last span has no service.name, kind unspecified, end before start.
+        // The second resource has no service.name; its first span is of kind unspecified
+        // and ends before it starts.
         assert!(
             lines[5].ends_with(" \"\" \"\" unspecified 0.000ms unset"),
             "{}",

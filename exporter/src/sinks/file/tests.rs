@@ -10,9 +10,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use spansink_config::{ByteSize, Compression, FileFormat, FileSinkConfig, RotationConfig};
 
 use super::*;
-use crate::encoding::fixtures::{self, assert_csv_row_matches};
+use crate::encoding::csv::tests::assert_csv_row_matches;
 use crate::encoding::{FIELDS, flat_spans, read_request};
-use crate::otlp::TraceData;
+use crate::otlp::fixtures::{self, batch_of};
 
 fn config(path: &Path, format: FileFormat, compression: Compression) -> FileSinkConfig {
     FileSinkConfig {
@@ -29,13 +29,9 @@ fn config(path: &Path, format: FileFormat, compression: Compression) -> FileSink
     }
 }
 
-fn batch_of(requests: &[ExportTraceServiceRequest]) -> Batch {
-    requests.iter().map(TraceData::from_request).collect()
-}
-
 /// A small request whose spans are numbered `first..first + n` by their `seq` attribute.
 fn numbered(first: usize, n: usize) -> ExportTraceServiceRequest {
-    let mut request = fixtures::load_request(n, 2);
+    let mut request = fixtures::request(n, 2);
     for (i, span) in request.resource_spans[0].scope_spans[0]
         .spans
         .iter_mut()
@@ -90,8 +86,8 @@ async fn jsonl_round_trip_keeps_every_field_of_a_rich_request() {
         let sink = FileSink::new("f", &config(&path, FileFormat::Jsonl, compression)).unwrap();
         // Two parts in one batch, and a second batch: all land in order.
         let rich = fixtures::rich_request();
-        let first = batch_of(&[rich.clone(), numbered(0, 3)]);
-        let second = batch_of(std::slice::from_ref(&rich));
+        let first = batch_of(&[&rich, &numbered(0, 3)]);
+        let second = batch_of(&[&rich]);
         sink.export(&first).await.unwrap();
         sink.export(&second).await.unwrap();
         sink.shutdown().await.unwrap();
@@ -117,7 +113,7 @@ async fn csv_rows_hold_every_field_under_one_header() {
     let path = dir.path().join("spans.csv");
     let sink = FileSink::new("f", &config(&path, FileFormat::Csv, Compression::None)).unwrap();
     let rich = fixtures::rich_request();
-    let batch = batch_of(std::slice::from_ref(&rich));
+    let batch = batch_of(&[&rich]);
     sink.export(&batch).await.unwrap();
     sink.export(&batch).await.unwrap();
     sink.shutdown().await.unwrap();
@@ -143,7 +139,7 @@ async fn size_rotation_splits_batches_across_files_in_order() {
         cfg.rotation.max_size = Some(ByteSize(2000));
         let sink = FileSink::new("f", &cfg).unwrap();
         for i in 0..20 {
-            sink.export(&batch_of(&[numbered(i * 10, 10)]))
+            sink.export(&batch_of(&[&numbered(i * 10, 10)]))
                 .await
                 .unwrap();
         }
@@ -181,7 +177,7 @@ async fn max_files_keeps_only_the_newest_rotated_files() {
     cfg.rotation.max_files = 2;
     let sink = FileSink::new("f", &cfg).unwrap();
     for i in 0..6 {
-        sink.export(&batch_of(&[numbered(i, 1)])).await.unwrap();
+        sink.export(&batch_of(&[&numbered(i, 1)])).await.unwrap();
     }
     sink.shutdown().await.unwrap();
 
@@ -202,15 +198,15 @@ async fn age_rotation_happens_at_the_first_batch_after_max_age() {
     cfg.rotation.max_age = Some(spansink_config::Duration::from_secs(60));
     let sink = FileSink::new("f", &cfg).unwrap();
 
-    sink.export(&batch_of(&[numbered(0, 1)])).await.unwrap();
+    sink.export(&batch_of(&[&numbered(0, 1)])).await.unwrap();
     tokio::time::advance(Duration::from_secs(59)).await;
-    sink.export(&batch_of(&[numbered(1, 1)])).await.unwrap();
+    sink.export(&batch_of(&[&numbered(1, 1)])).await.unwrap();
     assert_eq!(all_files(&path, Compression::None).len(), 1);
 
     // Idle past max_age: nothing happens until the next batch arrives.
     tokio::time::advance(Duration::from_secs(120)).await;
     assert_eq!(all_files(&path, Compression::None).len(), 1);
-    sink.export(&batch_of(&[numbered(2, 1)])).await.unwrap();
+    sink.export(&batch_of(&[&numbered(2, 1)])).await.unwrap();
     sink.shutdown().await.unwrap();
 
     let files = all_files(&path, Compression::None);
@@ -229,7 +225,9 @@ async fn csv_files_each_start_with_one_header_and_gzip_files_are_whole_streams()
     cfg.rotation.max_size = Some(ByteSize(1));
     let sink = FileSink::new("f", &cfg).unwrap();
     for i in 0..3 {
-        sink.export(&batch_of(&[numbered(i * 2, 2)])).await.unwrap();
+        sink.export(&batch_of(&[&numbered(i * 2, 2)]))
+            .await
+            .unwrap();
     }
     sink.shutdown().await.unwrap();
 
@@ -264,7 +262,7 @@ async fn concurrent_exports_write_whole_lines() {
             tokio::spawn(async move {
                 for b in 0..10 {
                     let first = (t * 10 + b) * 50;
-                    sink.export(&batch_of(&[numbered(first, 50)]))
+                    sink.export(&batch_of(&[&numbered(first, 50)]))
                         .await
                         .unwrap();
                 }
@@ -294,7 +292,7 @@ async fn a_file_left_by_an_earlier_run_is_rotated_aside_not_appended_to() {
     // An unfinished gzip stream, as a crash would leave it.
     std::fs::write(&path, [0x1f, 0x8b, 0x08, 0x00]).unwrap();
     let sink = FileSink::new("f", &config(&path, FileFormat::Jsonl, Compression::Gzip)).unwrap();
-    sink.export(&batch_of(&[numbered(0, 2)])).await.unwrap();
+    sink.export(&batch_of(&[&numbered(0, 2)])).await.unwrap();
     sink.shutdown().await.unwrap();
 
     let files = all_files(&path, Compression::Gzip);
@@ -315,8 +313,8 @@ async fn fsync_mode_writes_the_same_data() {
     cfg.fsync = true;
     cfg.rotation.max_size = Some(ByteSize(1));
     let sink = FileSink::new("f", &cfg).unwrap();
-    sink.export(&batch_of(&[numbered(0, 1)])).await.unwrap();
-    sink.export(&batch_of(&[numbered(1, 1)])).await.unwrap();
+    sink.export(&batch_of(&[&numbered(0, 1)])).await.unwrap();
+    sink.export(&batch_of(&[&numbered(1, 1)])).await.unwrap();
     // Flushed to the OS before export returned: readable without shutdown.
     assert_eq!(seqs(&read_request(read_text(&path).lines()).unwrap()), [1]);
     sink.shutdown().await.unwrap();
@@ -329,7 +327,10 @@ async fn a_path_that_cannot_be_a_file_is_a_permanent_error() {
     let path = dir.path().join("spans.jsonl");
     std::fs::create_dir(&path).unwrap();
     let sink = FileSink::new("f", &config(&path, FileFormat::Jsonl, Compression::None)).unwrap();
-    let err = sink.export(&batch_of(&[numbered(0, 1)])).await.unwrap_err();
+    let err = sink
+        .export(&batch_of(&[&numbered(0, 1)]))
+        .await
+        .unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.reason(), "invalid_path");
     assert!(path.is_dir(), "the directory must not be moved aside");

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use spansink_config::KafkaEncoding;
 
-use crate::otlp::{Batch, WireError};
+use crate::otlp::{Batch, WireError, span_count};
 
 /// One Kafka message, ready to produce.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,15 +101,6 @@ fn fit(
         }
     }
     Ok(())
-}
-
-pub(crate) fn span_count(request: &ExportTraceServiceRequest) -> usize {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
 }
 
 fn hex_key(trace_id: &[u8]) -> Option<String> {
