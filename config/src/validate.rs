@@ -394,13 +394,20 @@ impl Validator {
     }
 
     fn otlp(&mut self, path: &str, o: &OtlpSinkConfig) {
-        if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
+        if o.endpoint.starts_with("https://") {
+            // The exporter's gRPC client is built without TLS (lean build); refusing here
+            // turns a crash-looping pod into a precise ConfigValid=False.
             self.error(
                 format!("{path}.endpoint"),
                 format!(
-                    "{:?} must be a URL starting with http:// or https://",
+                    "{:?}: TLS to OTLP endpoints is not supported yet; use http:// (e.g. a Collector or mesh sidecar that terminates TLS)",
                     o.endpoint
                 ),
+            );
+        } else if !o.endpoint.starts_with("http://") {
+            self.error(
+                format!("{path}.endpoint"),
+                format!("{:?} must be a URL starting with http://", o.endpoint),
             );
         }
         for key in o.headers.keys() {
@@ -662,6 +669,18 @@ mod tests {
             "{errs:?}"
         );
         assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn otlp_endpoints_must_be_plain_http() {
+        let errs = errors("sinks:\n  a: {otlp: {endpoint: 'https://collector:4317'}}\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("sinks.a.otlp.endpoint: \"https://collector:4317\": TLS to OTLP endpoints is not supported yet"), "{errs:?}");
+        let errs = errors("sinks:\n  a: {otlp: {endpoint: 'collector:4317'}}\n");
+        assert_eq!(
+            errs,
+            vec!["sinks.a.otlp.endpoint: \"collector:4317\" must be a URL starting with http://"]
+        );
     }
 
     #[test]
