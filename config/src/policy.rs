@@ -16,6 +16,9 @@ pub struct QueueConfig {
     #[serde(default = "QueueConfig::default_max_spans")]
     pub max_spans: u64,
     /// Most encoded bytes held waiting for export. Default: `64MiB`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "QueueConfig::default_max_bytes")]
     pub max_bytes: ByteSize,
     /// What happens to a request when the queue is full. Default: `block`.
@@ -75,6 +78,9 @@ pub struct BatchConfig {
     #[serde(default = "BatchConfig::default_max_spans")]
     pub max_spans: u64,
     /// A batch is sent before it would exceed this many encoded bytes. Default: `8MiB`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "BatchConfig::default_max_bytes")]
     pub max_bytes: ByteSize,
     /// A batch that is not full is sent this long after its first span arrived.

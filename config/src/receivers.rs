@@ -19,11 +19,17 @@ pub struct ReceiversConfig {
     /// Largest request body accepted as it arrives on the wire (compressed, if the
     /// client compressed it). Larger requests are refused with gRPC `RESOURCE_EXHAUSTED`
     /// / HTTP 413 and never read into memory. Default: `4MiB` (the gRPC default).
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "ReceiversConfig::default_max_request_size")]
     pub max_request_size: ByteSize,
     /// Largest body accepted after decompression. A request that inflates beyond it
     /// (a "gzip bomb") is refused once the limit is reached, not expanded in full.
     /// Default: `16MiB`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "ReceiversConfig::default_max_decompressed_size")]
     pub max_decompressed_size: ByteSize,
 }

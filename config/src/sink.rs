@@ -140,6 +140,9 @@ pub struct FileSinkConfig {
     #[serde(default)]
     pub rotation: RotationConfig,
     /// Size of the in-memory write buffer. Default: `256KiB`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "FileSinkConfig::default_buffer_size")]
     pub buffer_size: ByteSize,
     /// Whether each batch is fsync'ed to disk before it counts as delivered (safer, slower).

@@ -393,3 +393,43 @@ fn examples_are_admitted_by_the_schema_and_valid_pipelines() {
         spansink_config::validate(&sink.spec.pipeline).unwrap_or_else(|e| panic!("{file}: {e}"));
     }
 }
+
+/// The API server stores `null` for a nullable field; for a size the exporter requires
+/// (not an `Option`), that object could not be deserialized and would break the
+/// operator's watch. Only optional int-or-string fields may be nullable.
+#[test]
+fn required_sizes_are_not_nullable() {
+    fn walk(node: &Value, path: &str, nullable: &mut Vec<String>) {
+        match node {
+            Value::Object(map) => {
+                if map.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+                    && map.get("nullable") == Some(&Value::Bool(true))
+                {
+                    nullable.push(path.to_string());
+                }
+                for (key, child) in map {
+                    let next = match key.as_str() {
+                        "properties" => path.to_string(),
+                        "additionalProperties" => format!("{path}[*]"),
+                        _ if path.ends_with('.') || path.is_empty() => format!("{path}{key}"),
+                        _ => format!("{path}.{key}"),
+                    };
+                    walk(child, &next, nullable);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, path, nullable)),
+            _ => {}
+        }
+    }
+    let mut nullable = Vec::new();
+    walk(
+        &schema()["properties"]["spec"]["properties"]["pipeline"],
+        "pipeline",
+        &mut nullable,
+    );
+    assert_eq!(
+        nullable,
+        vec!["pipeline.sinks[*].file.rotation.max_size"],
+        "nullable int-or-string fields"
+    );
+}

@@ -31,6 +31,9 @@ pub struct KafkaSinkConfig {
     /// Acknowledgements a write waits for: `all` (every in-sync replica), `1` (the
     /// partition leader), `0` (none: fire and forget, a failed write goes unnoticed).
     /// Default: `all`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default)]
     pub acks: KafkaAcks,
     /// Idempotent producer: a message retried by the producer is written once and in
@@ -44,6 +47,9 @@ pub struct KafkaSinkConfig {
     /// of its batch is delivered, and a batch of only such spans fails permanently (so
     /// a fallback gets it). Keep it at or below the topic's `max.message.bytes`.
     /// Default: `1MB` (1,000,000 bytes).
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "KafkaSinkConfig::default_max_message_bytes")]
     pub max_message_bytes: ByteSize,
     /// How long the producer keeps trying to deliver a message (across reconnects and

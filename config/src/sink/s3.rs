@@ -47,10 +47,16 @@ pub struct S3SinkConfig {
     pub force_path_style: bool,
     /// Objects larger than this (after compression) are uploaded in parts (multipart
     /// upload) instead of one request. Default: `16MiB`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "S3SinkConfig::default_multipart_threshold")]
     pub multipart_threshold: ByteSize,
     /// Size of each part of a multipart upload (the last part may be smaller). S3 requires
     /// at least `5MiB`. Default: `8MiB`.
+    // Not nullable in the CRD: kube marks int-or-string fields nullable, but `null` here
+    // would not deserialize, and one such object would break the operator's watch.
+    #[schemars(extend("nullable" = false))]
     #[serde(default = "S3SinkConfig::default_multipart_part_size")]
     pub multipart_part_size: ByteSize,
     /// Storage class of written objects. Unset: the bucket's default (`STANDARD` on AWS).
