@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::LineEncoder;
 use super::attributes::write_attributes;
-use super::flat::{FIELDS, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name};
+use super::flat::{self, FIELDS, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name};
 use super::json::{write_entity_refs, write_events, write_links};
 use super::json_text::{write_hex, write_u64};
 
@@ -96,15 +96,8 @@ impl LineEncoder for CsvEncoder {
         out.push(b',');
         write_u64(out, span.end_time_unix_nano);
         out.push(b',');
-        write_u64(
-            out,
-            span.end_time_unix_nano
-                .saturating_sub(span.start_time_unix_nano),
-        );
-        let (code, message) = span
-            .status
-            .as_ref()
-            .map_or((0, ""), |s| (s.code, s.message.as_str()));
+        write_u64(out, flat::duration_ns(span));
+        let (code, message) = flat::status(span);
         out.push(b',');
         write_enum(out, &STATUS_CODES, code);
         out.push(b',');

@@ -154,9 +154,7 @@ pub struct FlatSpan<'a> {
 impl<'a> FlatSpan<'a> {
     /// `end - start` in nanoseconds; 0 when the end precedes the start.
     pub fn duration_ns(&self) -> u64 {
-        self.span
-            .end_time_unix_nano
-            .saturating_sub(self.span.start_time_unix_nano)
+        duration_ns(self.span)
     }
 
     /// The kind's name, `None` for a value outside the enum.
@@ -165,7 +163,7 @@ impl<'a> FlatSpan<'a> {
     }
 
     pub fn status_code(&self) -> i32 {
-        self.span.status.as_ref().map_or(0, |s| s.code)
+        status(self.span).0
     }
 
     /// The status code's name, `None` for a value outside the enum.
@@ -174,15 +172,26 @@ impl<'a> FlatSpan<'a> {
     }
 
     pub fn status_message(&self) -> &'a str {
-        self.span
-            .status
-            .as_ref()
-            .map_or("", |s: &Status| &s.message)
+        status(self.span).1
     }
 
     pub fn service_name(&self) -> &'a str {
         self.group.service_name
     }
+}
+
+/// `end - start` in nanoseconds; 0 when the end precedes the start. Encoders that get a
+/// bare span call this, so every encoding derives the duration the same way.
+pub fn duration_ns(span: &Span) -> u64 {
+    span.end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano)
+}
+
+/// The status code and message; an absent status reads as unset with no message.
+pub fn status(span: &Span) -> (i32, &str) {
+    span.status
+        .as_ref()
+        .map_or((0, ""), |s: &Status| (s.code, s.message.as_str()))
 }
 
 /// The scope groups of a request, in order.

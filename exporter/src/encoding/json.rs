@@ -21,7 +21,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny};
 
 use super::LineEncoder;
 use super::attributes::{Attributes, write_attributes};
-use super::flat::{FlatSpan, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name, enum_value};
+use super::flat::{self, FlatSpan, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name, enum_value};
 use super::json_text::{write_hex_str, write_str, write_u64};
 
 /// Writes JSON Lines. The resource and scope part of a line is rendered once per scope
@@ -89,15 +89,8 @@ fn write_span_fields(out: &mut Vec<u8>, span: &Span) {
     out.extend_from_slice(b",\"end_time_unix_nano\":");
     write_u64(out, span.end_time_unix_nano);
     out.extend_from_slice(b",\"duration_ns\":");
-    write_u64(
-        out,
-        span.end_time_unix_nano
-            .saturating_sub(span.start_time_unix_nano),
-    );
-    let (code, message) = span
-        .status
-        .as_ref()
-        .map_or((0, ""), |s| (s.code, s.message.as_str()));
+    write_u64(out, flat::duration_ns(span));
+    let (code, message) = flat::status(span);
     out.extend_from_slice(b",\"status_code\":");
     write_enum(out, &STATUS_CODES, code);
     out.extend_from_slice(b",\"status_message\":");
@@ -150,13 +143,21 @@ fn write_enum(out: &mut Vec<u8>, names: &'static [&'static str], value: i32) {
     }
 }
 
-/// Appends span events as a JSON array.
-pub fn write_events(out: &mut Vec<u8>, events: &[Event]) {
+/// Appends `items` as a JSON array, each written by `write_item`.
+fn write_array<T>(out: &mut Vec<u8>, items: &[T], mut write_item: impl FnMut(&mut Vec<u8>, &T)) {
     out.push(b'[');
-    for (i, event) in events.iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
+        write_item(out, item);
+    }
+    out.push(b']');
+}
+
+/// Appends span events as a JSON array.
+pub fn write_events(out: &mut Vec<u8>, events: &[Event]) {
+    write_array(out, events, |out, event| {
         out.extend_from_slice(b"{\"time_unix_nano\":");
         write_u64(out, event.time_unix_nano);
         out.extend_from_slice(b",\"name\":");
@@ -166,17 +167,12 @@ pub fn write_events(out: &mut Vec<u8>, events: &[Event]) {
         out.extend_from_slice(b",\"dropped_attributes_count\":");
         write_u64(out, event.dropped_attributes_count.into());
         out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
 
 /// Appends span links as a JSON array.
 pub fn write_links(out: &mut Vec<u8>, links: &[Link]) {
-    out.push(b'[');
-    for (i, link) in links.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_array(out, links, |out, link| {
         out.extend_from_slice(b"{\"trace_id\":");
         write_hex_str(out, &link.trace_id);
         out.extend_from_slice(b",\"span_id\":");
@@ -190,17 +186,12 @@ pub fn write_links(out: &mut Vec<u8>, links: &[Link]) {
         out.extend_from_slice(b",\"dropped_attributes_count\":");
         write_u64(out, link.dropped_attributes_count.into());
         out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
 
 /// Appends resource entity references as a JSON array.
 pub fn write_entity_refs(out: &mut Vec<u8>, refs: &[EntityRef]) {
-    out.push(b'[');
-    for (i, entity) in refs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_array(out, refs, |out, entity| {
         out.extend_from_slice(b"{\"type\":");
         write_str(out, &entity.r#type);
         out.extend_from_slice(b",\"id_keys\":");
@@ -210,19 +201,13 @@ pub fn write_entity_refs(out: &mut Vec<u8>, refs: &[EntityRef]) {
         out.extend_from_slice(b",\"schema_url\":");
         write_str(out, &entity.schema_url);
         out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
 
 fn write_str_array(out: &mut Vec<u8>, items: &[String]) {
-    out.push(b'[');
-    for (i, s) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    write_array(out, items, |out, s| {
         write_str(out, s);
-    }
-    out.push(b']');
+    });
 }
 
 /// One line read back: the span with the resource and scope it was written with.
