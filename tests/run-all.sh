@@ -14,8 +14,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/spansink-target}
 venv=${SPANSINK_VENV:-$HOME/.cache/spansink-venv}
 
 # System packages: librdkafka (bundled, built by rdkafka-sys) needs OpenSSL and zlib headers;
-# promtool (Debian prometheus) lints the exporter's /metrics.
-apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-venv prometheus)
+# promtool (Debian prometheus) lints the exporter's /metrics; the sink tests start real
+# PostgreSQL, Redis, RabbitMQ and ClickHouse servers themselves, on free loopback ports
+# (the packages' own services are not used).
+apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-venv prometheus
+  postgresql redis-server rabbitmq-server clickhouse-server clickhouse-client)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -29,13 +32,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python packages used by the tests, pinned so results do not drift: the official
-# OpenTelemetry SDK (end-to-end client), the Helm SDK (chart lint/render), moto (S3 server).
+# OpenTelemetry SDK (end-to-end client), the Helm SDK (chart lint/render), moto (S3 server),
+# osmem-server (OpenSearch API emulator: no real Elasticsearch/OpenSearch installs here),
+# chdb (embedded current ClickHouse, checks the default DDL the old apt server cannot run).
 py_packages=(
   "opentelemetry-sdk==1.45.2"
   "opentelemetry-exporter-otlp-proto-grpc==1.45.2"
   "opentelemetry-exporter-otlp-proto-http==1.45.2"
   "helm-python-sdk==0.2.2"
   "moto[server]==5.2.5"
+  "osmem-server==0.1.6"
+  "chdb==4.4.0"
 )
 
 if [ ! -x "$venv/bin/python" ]; then
