@@ -12,6 +12,7 @@ use rdkafka::message::Message as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spansink_config::{ByteSize, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig};
+use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{
     self, batch_of, flatten, interleaved_traces, rich_span, trace_ids,
 };
@@ -29,6 +30,7 @@ fn decode(encoding: KafkaEncoding, value: &[u8]) -> ExportTraceServiceRequest {
     match encoding {
         KafkaEncoding::OtlpProto => ExportTraceServiceRequest::decode(value).unwrap(),
         KafkaEncoding::OtlpJson => serde_json::from_slice(value).unwrap(),
+        KafkaEncoding::Json => read_request([std::str::from_utf8(value).unwrap()]).unwrap(),
     }
 }
 
@@ -67,6 +69,51 @@ fn one_message_per_trace_keyed_by_hex_trace_id_with_wrappers_kept() {
         }
         assert_eq!(flatten(&merged(decoded)), flatten(&request), "{encoding:?}");
     }
+}
+
+#[test]
+fn json_is_one_flat_span_record_per_message_keyed_by_its_trace() {
+    let request = interleaved_traces(3, 4);
+    let batch = batch_of(&[&request]);
+    let encoded = encode_batch(&batch, KafkaEncoding::Json, 1_000_000).unwrap();
+    assert_eq!(encoded.messages.len(), span_count(&request));
+    assert_eq!(encoded.oversized_spans, 0);
+    let mut decoded = Vec::new();
+    for m in &encoded.messages {
+        assert_eq!(m.spans, 1);
+        assert!(
+            !m.value.ends_with(b"\n"),
+            "a message is a record, not a line"
+        );
+        let r = decode(KafkaEncoding::Json, &m.value);
+        let id = trace_ids(&r).into_iter().next().unwrap();
+        assert_eq!(m.key.as_deref(), Some(const_hex::encode(&id).as_str()));
+        decoded.push(r);
+    }
+    assert_eq!(flatten(&merged(decoded)), flatten(&request));
+
+    // A span larger than the limit on its own is counted, the others still go.
+    let mut huge = rich_span(9, 0);
+    huge.name = "x".repeat(40_000);
+    let with_huge = ExportTraceServiceRequest {
+        resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
+            resource: None,
+            scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+                scope: None,
+                spans: vec![huge],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let encoded = encode_batch(
+        &batch_of(&[&request, &with_huge]),
+        KafkaEncoding::Json,
+        16_384,
+    )
+    .unwrap();
+    assert_eq!(encoded.oversized_spans, 1);
+    assert_eq!(encoded.messages.len(), span_count(&request));
 }
 
 #[test]
@@ -274,7 +321,11 @@ fn consume(bootstrap: &str, encoding: KafkaEncoding, spans: usize) -> Vec<Consum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
-    for encoding in [KafkaEncoding::OtlpProto, KafkaEncoding::OtlpJson] {
+    for encoding in [
+        KafkaEncoding::OtlpProto,
+        KafkaEncoding::OtlpJson,
+        KafkaEncoding::Json,
+    ] {
         let cluster = cluster();
         let bootstrap = cluster.bootstrap_servers();
         let sink = KafkaSink::new(

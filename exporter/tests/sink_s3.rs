@@ -3,10 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
@@ -14,80 +10,19 @@ use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use spansink_config::{ByteSize, S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
+use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{self, batch_of, flatten, interleaved_traces, rich_span};
+use spansink_exporter::otlp::span_count;
 use spansink_exporter::sinks::Sink;
 use spansink_exporter::sinks::s3::S3Sink;
 use spansink_exporter::sinks::s3::object_key::KeyTemplate;
 use spansink_exporter::telemetry::metrics::Metrics;
 
+mod servers;
+use servers::free_port;
+use servers::moto::Moto;
+
 const BUCKET: &str = "spans";
-
-/// A moto server process; killed (by PID) and reaped when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn binary() -> PathBuf {
-        let venv = std::env::var("SPANSINK_VENV").unwrap_or_else(|_| {
-            panic!(
-                "SPANSINK_VENV is not set: point it at a virtualenv with moto installed \
-                 (python3 -m venv DIR && DIR/bin/pip install 'moto[server]'); tests/run-all.sh does this"
-            )
-        });
-        let binary = PathBuf::from(&venv).join("bin").join("moto_server");
-        assert!(
-            binary.is_file(),
-            "{} does not exist: install moto into SPANSINK_VENV ({venv}/bin/pip install 'moto[server]')",
-            binary.display()
-        );
-        binary
-    }
-
-    fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    fn start_on(port: u16) -> Self {
-        let child = Command::new(Self::binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
-        let moto = Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {addr} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Static test credentials: moto accepts any, and nothing here may consult the real AWS
 /// chain (its last resort is the instance metadata address, off this machine).
@@ -188,6 +123,7 @@ fn decode(encoding: S3Encoding, plain: &[u8]) -> ExportTraceServiceRequest {
     match encoding {
         S3Encoding::OtlpProto => ExportTraceServiceRequest::decode(plain).unwrap(),
         S3Encoding::OtlpJson => serde_json::from_slice(plain).unwrap(),
+        S3Encoding::Jsonl => read_request(std::str::from_utf8(plain).unwrap().lines()).unwrap(),
     }
 }
 
@@ -317,6 +253,52 @@ async fn otlp_json_zstd_and_storage_class_round_trip() {
     assert_eq!(
         flatten(&decode(S3Encoding::OtlpJson, &plain)),
         flatten(&request)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jsonl_gzip_is_one_flat_span_per_line() {
+    let moto = Moto::start();
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    let mut config = sink_config(&moto.endpoint);
+    config.encoding = S3Encoding::Jsonl;
+    config.compression = S3Compression::Gzip;
+    let rich = fixtures::rich_request();
+    let request = interleaved_traces(3, 4);
+    let before = Utc::now();
+    s3_sink(&config)
+        .export(&batch_of(&[&rich, &request]))
+        .await
+        .unwrap();
+    let after = Utc::now();
+
+    let keys = list_keys(&s3).await;
+    assert_eq!(keys.len(), 1);
+    split_key(&keys[0], &partitions(before, after), ".jsonl.gz");
+    let object = download(&s3, &keys[0]).await;
+    assert_eq!(object.content_type.as_deref(), Some("application/x-ndjson"));
+    assert_eq!(object.content_encoding.as_deref(), Some("gzip"));
+    let plain = decompress(S3Compression::Gzip, &object.body);
+    let text = std::str::from_utf8(&plain).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        span_count(&rich) + span_count(&request),
+        "one line per span"
+    );
+    assert!(text.ends_with('\n'));
+    let expected = ExportTraceServiceRequest {
+        resource_spans: rich
+            .resource_spans
+            .iter()
+            .chain(&request.resource_spans)
+            .cloned()
+            .collect(),
+    };
+    assert_eq!(
+        flatten(&decode(S3Encoding::Jsonl, &plain)),
+        flatten(&expected),
+        "every field of every span"
     );
 }
 

@@ -142,6 +142,9 @@ pub enum KafkaEncoding {
     OtlpProto,
     /// The same requests in the OTLP JSON mapping (hex ids, camelCase field names).
     OtlpJson,
+    /// One span per message as a flat JSON record: the same typed span record as one
+    /// line of the file sink's JSON Lines (resource and scope inlined), keyed by trace id.
+    Json,
 }
 
 /// Producer-side compression codec. `zstd` needs brokers of Kafka 2.1 or later.

@@ -113,6 +113,9 @@ pub enum S3Encoding {
     /// The batch as one OTLP `ExportTraceServiceRequest` in the OTLP JSON mapping
     /// (`.json`).
     OtlpJson,
+    /// JSON Lines, one flat span per line (`.jsonl`): the same typed span records as the
+    /// file sink, ready for Athena, BigQuery or `jq` without an OTLP decoder.
+    Jsonl,
 }
 
 /// S3 object compression.

@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 use prost::Message;
 use spansink_config::KafkaEncoding;
 
+use crate::encoding::{JsonLinesEncoder, LineEncoder, scope_groups};
 use crate::otlp::{Batch, WireError, span_count};
 
 /// One Kafka message, ready to produce.
@@ -49,6 +50,11 @@ pub fn encode_batch(
     encoding: KafkaEncoding,
     max_message_bytes: usize,
 ) -> Result<EncodedBatch, EncodeError> {
+    let as_otlp_json = match encoding {
+        KafkaEncoding::OtlpProto => false,
+        KafkaEncoding::OtlpJson => true,
+        KafkaEncoding::Json => return Ok(flat_span_messages(&batch.decode()?, max_message_bytes)),
+    };
     let traces = group_by_trace(batch.decode()?);
     let mut out = EncodedBatch::default();
     // A batch that is one trace and already fits goes out as received, without re-encoding.
@@ -63,7 +69,7 @@ pub fn encode_batch(
         return Ok(out);
     }
     for (key, request) in traces {
-        fit(request, &key, encoding, max_message_bytes, &mut out)?;
+        fit(request, &key, as_otlp_json, max_message_bytes, &mut out)?;
     }
     Ok(out)
 }
@@ -73,7 +79,7 @@ pub fn encode_batch(
 fn fit(
     request: ExportTraceServiceRequest,
     key: &Option<String>,
-    encoding: KafkaEncoding,
+    as_otlp_json: bool,
     max: usize,
     out: &mut EncodedBatch,
 ) -> Result<(), EncodeError> {
@@ -82,10 +88,12 @@ fn fit(
         return Ok(());
     }
     // Protobuf knows its size without encoding; JSON has to be written to be measured.
-    let value = match encoding {
-        KafkaEncoding::OtlpProto if request.encoded_len() > max => None,
-        KafkaEncoding::OtlpProto => Some(request.encode_to_vec()),
-        KafkaEncoding::OtlpJson => Some(serde_json::to_vec(&request)?).filter(|v| v.len() <= max),
+    let value = if as_otlp_json {
+        Some(serde_json::to_vec(&request)?).filter(|v| v.len() <= max)
+    } else if request.encoded_len() > max {
+        None
+    } else {
+        Some(request.encode_to_vec())
     };
     match value {
         Some(value) => out.messages.push(KafkaMessage {
@@ -96,11 +104,37 @@ fn fit(
         None if spans == 1 => out.oversized_spans += 1,
         None => {
             let (first, second) = split_in_two(request, spans / 2);
-            fit(first, key, encoding, max, out)?;
-            fit(second, key, encoding, max, out)?;
+            fit(first, key, as_otlp_json, max, out)?;
+            fit(second, key, as_otlp_json, max, out)?;
         }
     }
     Ok(())
+}
+
+/// One message per span: the span's flat JSON record (one file-sink JSON line without
+/// its newline), keyed by its trace id. A span larger than `max` alone is counted.
+fn flat_span_messages(request: &ExportTraceServiceRequest, max: usize) -> EncodedBatch {
+    let mut out = EncodedBatch::default();
+    let mut encoder = JsonLinesEncoder::new();
+    let mut line = Vec::new();
+    for group in scope_groups(request) {
+        encoder.begin_group(&group);
+        for span in group.spans() {
+            line.clear();
+            encoder.encode_line(span, &mut line);
+            line.pop(); // the newline: a message is one record, not a line of a file
+            if line.len() > max {
+                out.oversized_spans += 1;
+                continue;
+            }
+            out.messages.push(KafkaMessage {
+                key: hex_key(&span.trace_id),
+                value: Bytes::copy_from_slice(&line),
+                spans: 1,
+            });
+        }
+    }
+    out
 }
 
 fn hex_key(trace_id: &[u8]) -> Option<String> {

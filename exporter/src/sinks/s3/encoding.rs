@@ -1,5 +1,5 @@
 //! The body of an S3 object: the batch as one OTLP request (protobuf as received, or
-//! OTLP JSON), compressed. Also the matching content type, encoding and key extension.
+//! OTLP JSON) or as JSON Lines of flat spans, compressed. Also the matching content type, encoding and key extension.
 //! Not the upload.
 
 use std::io::Write;
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use flate2::write::GzEncoder;
 use spansink_config::{S3Compression, S3Encoding};
 
+use crate::encoding::{JsonLinesEncoder, encode_request};
 use crate::otlp::{Batch, WireError};
 
 /// zstd level 3: zstd's own default, a good ratio at a few hundred MB/s.
@@ -33,7 +34,7 @@ pub struct ObjectFormat {
 }
 
 impl ObjectFormat {
-    /// `.binpb`/`.json`, then `.gz`/`.zst` when compressed.
+    /// `.binpb`/`.json`/`.jsonl`, then `.gz`/`.zst` when compressed.
     pub fn extension(self) -> &'static str {
         match (self.encoding, self.compression) {
             (S3Encoding::OtlpProto, S3Compression::None) => ".binpb",
@@ -42,6 +43,9 @@ impl ObjectFormat {
             (S3Encoding::OtlpJson, S3Compression::None) => ".json",
             (S3Encoding::OtlpJson, S3Compression::Gzip) => ".json.gz",
             (S3Encoding::OtlpJson, S3Compression::Zstd) => ".json.zst",
+            (S3Encoding::Jsonl, S3Compression::None) => ".jsonl",
+            (S3Encoding::Jsonl, S3Compression::Gzip) => ".jsonl.gz",
+            (S3Encoding::Jsonl, S3Compression::Zstd) => ".jsonl.zst",
         }
     }
 
@@ -49,6 +53,7 @@ impl ObjectFormat {
         match self.encoding {
             S3Encoding::OtlpProto => "application/x-protobuf",
             S3Encoding::OtlpJson => "application/json",
+            S3Encoding::Jsonl => "application/x-ndjson",
         }
     }
 
@@ -67,6 +72,11 @@ impl ObjectFormat {
             // The batch's parts concatenated are already one valid request: no decode.
             S3Encoding::OtlpProto => batch.encoded(),
             S3Encoding::OtlpJson => Bytes::from(serde_json::to_vec(&batch.decode()?)?),
+            S3Encoding::Jsonl => {
+                let mut lines = Vec::with_capacity(batch.encoded_len() * 2);
+                encode_request(&mut JsonLinesEncoder::new(), &batch.decode()?, &mut lines);
+                Bytes::from(lines)
+            }
         };
         Ok(match self.compression {
             S3Compression::None => plain,
