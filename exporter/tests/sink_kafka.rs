@@ -23,6 +23,9 @@ use spansink_exporter::sinks::kafka::encoding::encode_batch;
 use spansink_exporter::sinks::kafka::producer::client_config;
 use spansink_exporter::telemetry::metrics::{Metrics, SinkReasonLabels};
 
+mod pipeline;
+use pipeline::FallbackPipeline;
+
 const TOPIC: &str = "spans";
 const PARTITIONS: i32 = 6;
 
@@ -575,4 +578,35 @@ async fn a_topic_that_does_not_exist_is_permanent() {
         .unwrap_err();
     assert!(!err.is_transient(), "{err}");
     assert_eq!(err.reason(), "unknown_topic", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_gone_mid_stream_hand_the_batch_to_the_fallback_and_lose_nothing() {
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let pipeline = FallbackPipeline::start(&format!(
+        "kafka:\n  brokers: [\"{bootstrap}\"]\n  topic: {TOPIC}\n  message_timeout: 1s\n"
+    ))
+    .await;
+    let before = interleaved_traces(3, 2);
+    pipeline.admit(&before).await;
+    let consumed = consume(&bootstrap, KafkaEncoding::OtlpProto, span_count(&before));
+    let delivered = merged(
+        consumed
+            .iter()
+            .map(|c| decode(KafkaEncoding::OtlpProto, &c.value)),
+    );
+    assert_eq!(flatten(&delivered), flatten(&before));
+
+    cluster.broker_down(-1).unwrap();
+    let after = interleaved_traces(4, 3);
+    pipeline.admit(&after).await;
+    let report = pipeline.drain().await;
+    assert!(!report.timed_out, "{report:?}");
+    assert_eq!(report.dropped_spans, 0);
+    assert_eq!(
+        flatten(&pipeline.dead_letter()),
+        flatten(&after),
+        "what Kafka could not take is in the dead letter, every field"
+    );
 }

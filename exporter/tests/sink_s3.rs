@@ -18,7 +18,9 @@ use spansink_exporter::sinks::s3::S3Sink;
 use spansink_exporter::sinks::s3::object_key::KeyTemplate;
 use spansink_exporter::telemetry::metrics::Metrics;
 
+mod pipeline;
 mod servers;
+use pipeline::FallbackPipeline;
 use servers::free_port;
 use servers::moto::Moto;
 
@@ -400,5 +402,46 @@ async fn the_standard_chain_builds_without_touching_the_network() {
     assert!(
         err.to_string().starts_with("sinks.archive: key_template"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_mid_stream_hands_the_batch_to_the_fallback_and_loses_nothing() {
+    // The chain builds the sink from YAML, so credentials come from the standard AWS
+    // chain: the environment. SAFETY: every test of this binary that reads these
+    // variables wants exactly these values, and nothing else reads the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    }
+    let moto = Moto::start();
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    let pipeline = FallbackPipeline::start(&format!(
+        "s3:\n  bucket: {BUCKET}\n  endpoint: {}\n  force_path_style: true\n  region: us-east-1\n",
+        moto.endpoint
+    ))
+    .await;
+    let before = interleaved_traces(3, 2);
+    pipeline.admit(&before).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while list_keys(&s3).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first batch never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    drop(moto);
+    let after = interleaved_traces(4, 3);
+    pipeline.admit(&after).await;
+    let report = pipeline.drain().await;
+    assert!(!report.timed_out, "{report:?}");
+    assert_eq!(report.dropped_spans, 0);
+    assert_eq!(
+        flatten(&pipeline.dead_letter()),
+        flatten(&after),
+        "what S3 could not take is in the dead letter, every field"
     );
 }
