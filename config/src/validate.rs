@@ -812,7 +812,7 @@ mod tests {
         assert_eq!(
             none,
             vec![
-                "sinks.a: no backend set: set exactly one of file, stdout, blackhole, otlp, kafka, s3"
+                "sinks.a: no backend set: set exactly one of file, stdout, blackhole, otlp, kafka, s3, elasticsearch"
             ]
         );
         let two = errors("sinks:\n  a:\n    blackhole: {}\n    stdout: {}\n");
