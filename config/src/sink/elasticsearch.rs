@@ -112,16 +112,6 @@ impl ElasticsearchSinkConfig {
             ca_file: None,
         }
     }
-
-    /// The index template in effect (`index`, or the default when no data stream is set);
-    /// `None` for a data stream.
-    pub fn index_template(&self) -> Option<&str> {
-        match (&self.index, &self.data_stream) {
-            (Some(index), _) => Some(index),
-            (None, Some(_)) => None,
-            (None, None) => Some(Self::DEFAULT_INDEX),
-        }
-    }
 }
 
 /// Compression of bulk request bodies.
