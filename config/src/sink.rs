@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig};
 use crate::units::{ByteSize, Duration};
 
+pub use elasticsearch::{ElasticsearchCompression, ElasticsearchSinkConfig};
 pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
 };
-pub use elasticsearch::{ElasticsearchCompression, ElasticsearchSinkConfig};
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
 /// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)

@@ -726,9 +726,8 @@ impl Validator {
                 }
             }
         }
-        let forbidden = |c: char| {
-            c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c)
-        };
+        let forbidden =
+            |c: char| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c);
         let ok = !literal.is_empty()
             && literal != "."
             && literal != ".."
@@ -991,6 +990,8 @@ mod tests {
             "sinks:\n  a:\n    elasticsearch: {endpoints: ['http://es:9200'], index: 'Spans-%Y'}\n",
         );
         assert_eq!(upper.len(), 1, "{upper:?}");
-        assert!(upper[0].starts_with("sinks.a.elasticsearch.index: \"Spans-%Y\" is not an index name"));
+        assert!(
+            upper[0].starts_with("sinks.a.elasticsearch.index: \"Spans-%Y\" is not an index name")
+        );
     }
 }
