@@ -26,22 +26,26 @@ pub enum RequestOutcome {
     Fail(SinkError),
 }
 
-/// Classifies the HTTP status of a bulk request; `body` (a snippet) goes into messages.
-pub fn classify_request(status: StatusCode, body: &str) -> RequestOutcome {
-    let snippet: String = body.chars().take(300).collect();
-    let message = format!("bulk request answered {status}: {snippet}");
+/// Classifies the HTTP status of a bulk request; the start of `body` goes into the
+/// message of a failure (it is only read then: a 200 body can be large).
+pub fn classify_request(status: StatusCode, body: &[u8]) -> RequestOutcome {
+    let message = || {
+        let snippet: String = String::from_utf8_lossy(&body[..body.len().min(300)]).into();
+        format!("bulk request answered {status}: {snippet}")
+    };
     match status.as_u16() {
         200..=299 => RequestOutcome::Items,
         413 => RequestOutcome::TooLarge,
         401 | 403 => RequestOutcome::Fail(SinkError::permanent(
             "auth",
             format!(
-                "{message}; check username/password_env or api_key_env and the user's index privileges"
+                "{}; check username/password_env or api_key_env and the user's index privileges",
+                message()
             ),
         )),
-        429 => RequestOutcome::Retry(SinkError::transient("throttled", message)),
-        408 | 500..=599 => RequestOutcome::Retry(SinkError::transient("unavailable", message)),
-        _ => RequestOutcome::Fail(SinkError::permanent("rejected", message)),
+        429 => RequestOutcome::Retry(SinkError::transient("throttled", message())),
+        408 | 500..=599 => RequestOutcome::Retry(SinkError::transient("unavailable", message())),
+        _ => RequestOutcome::Fail(SinkError::permanent("rejected", message())),
     }
 }
 
@@ -210,9 +214,9 @@ mod tests {
 
     #[test]
     fn request_statuses_are_classified() {
-        assert_eq!(classify_request(StatusCode::OK, ""), RequestOutcome::Items);
+        assert_eq!(classify_request(StatusCode::OK, b""), RequestOutcome::Items);
         assert_eq!(
-            classify_request(StatusCode::PAYLOAD_TOO_LARGE, ""),
+            classify_request(StatusCode::PAYLOAD_TOO_LARGE, b""),
             RequestOutcome::TooLarge
         );
         for (status, transient, reason) in [
@@ -225,7 +229,7 @@ mod tests {
             (502, true, "unavailable"),
             (503, true, "unavailable"),
         ] {
-            let outcome = classify_request(StatusCode::from_u16(status).unwrap(), "{}");
+            let outcome = classify_request(StatusCode::from_u16(status).unwrap(), b"{}");
             let error = match outcome {
                 RequestOutcome::Retry(e) | RequestOutcome::Fail(e) => e,
                 other => panic!("{status}: {other:?}"),

@@ -168,7 +168,7 @@ impl ElasticsearchSink {
             // No endpoint reachable: the whole export fails transiently and the chain
             // retries the batch (documents already written are overwritten by `_id`).
             let answer = self.client.send(body).await?;
-            match classify_request(answer.status, &String::from_utf8_lossy(&answer.body)) {
+            match classify_request(answer.status, &answer.body) {
                 RequestOutcome::Items => {
                     let outcomes = parse_items(&answer.body, create, chunk.len())
                         .map_err(|e| SinkError::permanent("protocol", e.to_string()))?;
@@ -292,9 +292,10 @@ impl Sink for ElasticsearchSink {
                 (Some(item), None) => format!("{} {}: {}", item.status, item.kind, item.reason),
                 (None, None) => String::new(),
             };
-            let reason = match report.request_errors.last() {
-                Some(error) => error.reason(),
-                None => "throttled",
+            let reason = match (report.request_errors.last(), &report.last_retry) {
+                (Some(error), _) => error.reason(),
+                (None, Some(item)) if item.status == 429 => "throttled",
+                (None, _) => "unavailable",
             };
             tracing::warn!(sink = %self.name, documents = total, written = report.written, still_refused = pending.len(), retryable = ?report.retried, "documents still refused after {} re-sends", self.item_retries);
             return Err(SinkError::transient(
