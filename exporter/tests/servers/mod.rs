@@ -6,6 +6,7 @@
 // uses only its own server, so the others would warn as dead code.
 #![allow(dead_code)]
 
+pub mod elasticsearch;
 pub mod moto;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
