@@ -18,7 +18,7 @@ pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
 };
-pub use redis::{RedisSinkConfig, RedisStreamConfig, RedisTraceConfig};
+pub use redis::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
 /// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)

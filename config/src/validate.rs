@@ -611,6 +611,16 @@ impl Validator {
         if let Some(env) = &r.password_env {
             self.env_name(format!("{path}.password_env"), env);
         }
+        if let Some(tls) = &r.tls {
+            self.check(
+                r.url.starts_with("rediss://"),
+                format!("{path}.tls"),
+                "applies to rediss:// URLs only; write the url as rediss://host:port/db",
+            );
+            if tls.ca_file.as_ref().is_some_and(|f| f.trim().is_empty()) {
+                self.error(format!("{path}.tls.ca_file"), "must not be empty when set");
+            }
+        }
         match (&r.stream, &r.trace) {
             (Some(stream), None) => {
                 self.check(
@@ -682,16 +692,16 @@ impl Validator {
     }
 }
 
-/// Checks a `redis://host[:port][/db]` URL; the error says what is wrong and what to write.
+/// Checks a `redis[s]://host[:port][/db]` URL; the error says what is wrong and what to write.
 fn redis_url(url: &str) -> Result<(), String> {
     const EXAMPLE: &str = "e.g. \"redis://redis-master.redis:6379/0\"";
-    if url.starts_with("rediss://") {
-        return Err(
-            "uses TLS (rediss://), which this build does not support; use redis:// (e.g. to a TLS-terminating sidecar or inside the cluster network)".to_string(),
-        );
-    }
-    let Some(rest) = url.strip_prefix("redis://") else {
-        return Err(format!("must start with redis://, {EXAMPLE}"));
+    let Some(rest) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    else {
+        return Err(format!(
+            "must start with redis:// (or rediss:// for TLS), {EXAMPLE}"
+        ));
     };
     if rest.contains('@') {
         return Err(
@@ -959,18 +969,18 @@ mod tests {
     #[test]
     fn redis_settings_are_checked_with_their_paths() {
         let errs = errors(
-            "sinks:\n  a:\n    timeout: 5s\n    redis:\n      url: 'redis://user:secret@redis:6379'\n      password_env: 'my password'\n      response_timeout: 5s\n      stream: {key: ''}\n  b:\n    redis: {url: 'rediss://redis:6380', trace: {ttl: 500ms}}\n  c:\n    redis: {url: 'redis://redis:0/x'}\n  d:\n    redis: {url: 'http://redis', stream: {}, trace: {}}\n",
+            "sinks:\n  a:\n    timeout: 5s\n    redis:\n      url: 'redis://user:secret@redis:6379'\n      password_env: 'my password'\n      response_timeout: 5s\n      stream: {key: ''}\n  b:\n    redis: {url: 'redis://redis:6380', tls: {ca_file: /tls/ca.crt}, trace: {ttl: 500ms}}\n  c:\n    redis: {url: 'redis://redis:0/x'}\n  d:\n    redis: {url: 'http://redis', stream: {}, trace: {}}\n",
         );
         let expected = [
             "sinks.a.redis.url: \"redis://user:secret@redis:6379\" must not contain credentials",
             "sinks.a.redis.password_env: \"my password\" is not an environment variable name",
             "sinks.a.redis.stream.key: must not be empty",
             "sinks.a.redis.response_timeout: must be shorter than sinks.a.timeout (5s)",
-            "sinks.b.redis.url: \"rediss://redis:6380\" uses TLS (rediss://), which this build does not support",
+            "sinks.b.redis.tls: applies to rediss:// URLs only",
             "sinks.b.redis.trace.ttl: must be at least 1s (got 500ms)",
             "sinks.c.redis.url: \"redis://redis:0/x\" has an invalid port",
             "sinks.c.redis: no mode set: set exactly one of stream",
-            "sinks.d.redis.url: \"http://redis\" must start with redis://",
+            "sinks.d.redis.url: \"http://redis\" must start with redis:// (or rediss:// for TLS)",
             "sinks.d.redis: exactly one of stream and trace may be set, found both",
         ];
         for want in expected {
@@ -986,6 +996,7 @@ mod tests {
                 .contains("database number")
         );
         assert!(redis_url("redis://h/3").is_ok());
+        assert!(redis_url("rediss://h:6380/0").is_ok());
         assert!(redis_url("redis://[::1:6379").is_err());
     }
 }

@@ -15,8 +15,9 @@ use crate::units::Duration;
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
     /// Server as `redis://host:port/db`, e.g. `redis://redis-master.redis:6379/0` (port
-    /// default `6379`, database default `0`). No credentials here: use `username` and
-    /// `password_env`. `rediss://` (TLS) is not supported by this build.
+    /// default `6379`, database default `0`), or `rediss://host:port/db` for TLS (the
+    /// server certificate is checked against the system's CAs, or `tls.ca_file`). No
+    /// credentials here: use `username` and `password_env`.
     pub url: String,
     /// ACL user name (Redis 6+), e.g. `spansink`. Unset: the `default` user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,6 +27,9 @@ pub struct RedisSinkConfig {
     /// `envFrom`. Unset: no AUTH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// TLS settings for a `rediss://` URL. Unset: the system's CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RedisTlsConfig>,
     /// Append every span to one stream (XADD). Set exactly one of `stream` and `trace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<RedisStreamConfig>,
@@ -71,12 +75,23 @@ impl RedisSinkConfig {
             url: url.into(),
             username: None,
             password_env: None,
+            tls: None,
             stream: None,
             trace: None,
             connect_timeout: Self::default_connect_timeout(),
             response_timeout: Self::default_response_timeout(),
         }
     }
+}
+
+/// TLS to the server (`rediss://`). Files are PEM, typically mounted from a Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTlsConfig {
+    /// CA certificate(s) that signed the server's certificate, instead of the system's
+    /// CAs, e.g. `/etc/redis-tls/ca.crt`. Unset: the system's CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// Stream mode: one stream entry per span, fields `trace_id`, `span_id`,

@@ -9,7 +9,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ErrorKind, IntoConnectionInfo, Pipeline, RedisError,
-    ServerErrorKind,
+    ServerErrorKind, TlsCertificates,
 };
 use spansink_config::RedisSinkConfig;
 use tokio::sync::Mutex;
@@ -49,8 +49,21 @@ impl RedisClient {
             })?;
             settings = settings.set_password(password);
         }
-        let client = Client::open(info.set_redis_settings(settings))
-            .map_err(|e| format!("redis.url {:?} is not usable: {e}", config.url))?;
+        let info = info.set_redis_settings(settings);
+        let client = match config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            // A private CA (e.g. mounted from a Secret) instead of the system's CAs.
+            Some(ca_file) => {
+                let root_cert = std::fs::read(ca_file)
+                    .map_err(|e| format!("cannot read redis.tls.ca_file {ca_file}: {e}"))?;
+                let certificates = TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Client::build_with_tls(info, certificates)
+            }
+            None => Client::open(info),
+        }
+        .map_err(|e| format!("redis.url {:?} is not usable: {e}", config.url))?;
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout.get()))
             .set_response_timeout(Some(config.response_timeout.get()));
@@ -188,6 +201,16 @@ pub fn classify(error: &RedisError) -> SinkError {
             "connect",
             format!("cannot connect to Redis: {error}; is the server up and redis.url right?"),
         ),
+        // rustls' verdict on the server's certificate (unknown CA, wrong host name,
+        // expired): the same on every retry until the config or the certificate changes.
+        ErrorKind::Io if error.to_string().contains("invalid peer certificate") => {
+            SinkError::permanent(
+                "tls",
+                format!(
+                    "Redis' TLS certificate is not trusted: {error}; set redis.tls.ca_file to the CA that signed it, and name in redis.url the host its certificate names"
+                ),
+            )
+        }
         ErrorKind::Io if error.is_timeout() => {
             SinkError::transient("timeout", format!("Redis did not answer in time: {error}"))
         }
