@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 use redis::streams::StreamRangeReply;
 use spansink_config::{
     BatchConfig, ByteSize, ExporterConfig, FileSinkConfig, RedisSinkConfig, RedisStreamConfig,
-    RedisTraceConfig, RetryConfig, SinkConfig,
+    RedisTlsConfig, RedisTraceConfig, RetryConfig, SinkConfig,
 };
 use spansink_exporter::chain::{Admit, Chain};
 use spansink_exporter::encoding::json::{read_request, read_span_line};
@@ -45,7 +45,13 @@ fn trace_config(server: &RedisServer, ttl: Duration) -> RedisSinkConfig {
 
 /// Every entry of `key` as (field -> value) maps, oldest first.
 async fn stream_entries(server: &RedisServer, key: &str) -> Vec<BTreeMap<String, String>> {
-    let mut connection = server.connection().await;
+    entries_of(&mut server.connection().await, key).await
+}
+
+async fn entries_of(
+    connection: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<BTreeMap<String, String>> {
     let reply: StreamRangeReply = connection.xrange_all(key).await.unwrap();
     reply
         .ids
@@ -467,4 +473,43 @@ async fn acl_refusals_and_bad_passwords_are_permanent() {
     trace.password_env = config.password_env.clone();
     let sink = RedisSink::with_env("traces", &trace, &|_| Some("s3cret".into())).unwrap();
     sink.export(&batch).await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
+    let server = RedisServer::start_tls();
+    assert!(server.url().starts_with("rediss://"));
+    let ca_file = server.ca_file();
+    let mut config = stream_config(&server);
+    config.tls = Some(RedisTlsConfig {
+        ca_file: Some(ca_file.display().to_string()),
+    });
+    let sink = RedisSink::new("spans", &config).unwrap();
+    let request = fixtures::rich_request();
+    sink.export(&batch_of(&[&request])).await.unwrap();
+
+    let reader = redis::Client::build_with_tls(
+        server.url(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&ca_file).unwrap()),
+        },
+    )
+    .unwrap();
+    let mut connection = reader.get_multiplexed_async_connection().await.unwrap();
+    let entries = entries_of(&mut connection, STREAM).await;
+    let read = read_request(entries.iter().map(|e| e["span"].as_str())).unwrap();
+    assert_eq!(read, request);
+
+    // The system's CAs do not know the test CA: the handshake fails, nothing is written,
+    // and retrying cannot help until the config names the CA.
+    let untrusted = RedisSink::new("spans", &stream_config(&server)).unwrap();
+    let err = untrusted.export(&batch_of(&[&request])).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "tls", "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    assert_eq!(
+        entries_of(&mut connection, STREAM).await.len(),
+        span_count(&request)
+    );
 }

@@ -11,6 +11,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     process: Option<ServerProcess>,
+    /// Serves TLS only (on `port`), with a certificate for 127.0.0.1 signed by `ca_file`.
+    tls: bool,
 }
 
 impl RedisServer {
@@ -27,12 +29,29 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir for redis-server"),
             process: None,
+            tls: false,
         }
+    }
+
+    /// A server that speaks TLS only, its certificate signed by a fresh test CA
+    /// ([`RedisServer::ca_file`]).
+    pub fn start_tls() -> Self {
+        let mut server = Self::stopped();
+        server.tls = true;
+        make_certificates(server.dir.path());
+        server.resume();
+        server
+    }
+
+    /// The test CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     /// `redis://127.0.0.1:<port>/0`
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// Starts (again) on the same port; data of a previous run is gone (no persistence).
@@ -41,7 +60,7 @@ impl RedisServer {
         let mut process = ServerProcess::spawn(
             "redis-server",
             Command::new(binary)
-                .args(args(self.port, self.dir.path()))
+                .args(args(self.port, self.dir.path(), self.tls))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         );
@@ -55,8 +74,12 @@ impl RedisServer {
         self.process.take();
     }
 
-    /// A client for reading back and for setting up test conditions.
+    /// A client for reading back and for setting up test conditions (plain servers).
     pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
+        assert!(
+            !self.tls,
+            "read back from a TLS server through the sink's client"
+        );
         ::redis::Client::open(self.url())
             .unwrap()
             .get_multiplexed_async_connection()
@@ -65,12 +88,32 @@ impl RedisServer {
     }
 }
 
-fn args(port: u16, dir: &Path) -> Vec<String> {
-    [
+fn args(port: u16, dir: &Path, tls: bool) -> Vec<String> {
+    let file = |name: &str| dir.join(name).display().to_string();
+    let listen: Vec<String> = if tls {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &file("server.crt"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    } else {
+        vec!["--port".to_string(), port.to_string()]
+    };
+    let common: Vec<String> = [
         "--bind",
         "127.0.0.1",
-        "--port",
-        &port.to_string(),
         "--dir",
         &dir.display().to_string(),
         "--save",
@@ -83,5 +126,76 @@ fn args(port: u16, dir: &Path) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect();
+    common.into_iter().chain(listen).collect()
+}
+
+/// A test CA and a server certificate for IP 127.0.0.1 signed by it, made with openssl.
+fn make_certificates(dir: &Path) {
+    let openssl = require_binary("openssl", &[], "openssl");
+    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=spansink test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
 }
