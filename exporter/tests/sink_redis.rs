@@ -513,3 +513,86 @@ async fn tls_with_a_private_ca_round_trips_and_an_unknown_ca_is_refused() {
         span_count(&request)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_exports_share_one_connection_without_mixing_transactions() {
+    let server = RedisServer::start();
+    let sink = Arc::new(
+        RedisSink::new("traces", &trace_config(&server, Duration::from_secs(60))).unwrap(),
+    );
+    // Eight batches at once over the one multiplexed connection: each MULTI..EXEC must
+    // reach the server whole, or commands of one batch would run inside another's
+    // transaction (or outside any).
+    let batches: Vec<_> = (0..8u8)
+        .map(|i| {
+            let mut request = interleaved_traces(4, 4);
+            for span in request
+                .resource_spans
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_spans)
+                .flat_map(|s| &mut s.spans)
+            {
+                span.trace_id[0] = i;
+            }
+            request
+        })
+        .collect();
+    let exports = batches.iter().map(|request| {
+        let sink = Arc::clone(&sink);
+        let batch = batch_of(&[request]);
+        tokio::spawn(async move { sink.export(&batch).await })
+    });
+    for result in futures::future::join_all(exports).await {
+        result.unwrap().unwrap();
+    }
+    let mut connection = server.connection().await;
+    let keys: Vec<String> = connection.keys("spansink:trace:*").await.unwrap();
+    assert_eq!(keys.len(), 8 * 4);
+    for request in &batches {
+        for id in fixtures::trace_ids(request)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+        {
+            let key = trace_key("spansink:trace:", &id);
+            let spans = list(&server, &key).await;
+            assert_eq!(spans.len(), 4, "{key}");
+            let ttl_ms: i64 = connection.pttl(&key).await.unwrap();
+            assert!(ttl_ms > 0, "{key} has its TTL");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_started_while_redis_is_down_delivers_once_it_is_up() {
+    let mut server = RedisServer::stopped();
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letter = dir.path().join("dead-letter.jsonl");
+    let mut config = chain_config(stream_config(&server), &dead_letter);
+    // Retries outlast the outage below, so nothing needs the fallback.
+    let retry = &mut config.sinks.get_mut("redis").unwrap().retry;
+    retry.max_attempts = 50;
+    retry.max_backoff = spansink_config::Duration::from_millis(100);
+    let metrics = Metrics::for_tests();
+    let chain = start_chain(&config, &metrics).await;
+    let request = interleaved_traces(5, 4);
+    chain
+        .admit(TraceData::from_request(&request))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        metrics
+            .sink_retried_spans
+            .get_or_create(&metrics.sink("redis"))
+            .get()
+            > 0,
+        "the chain retried while Redis was down"
+    );
+
+    server.resume();
+    let report = chain.drain(Duration::from_secs(20)).await;
+    assert!(!report.timed_out, "{report:?}");
+    let entries = stream_entries(&server, STREAM).await;
+    assert_eq!(entries.len(), span_count(&request), "every span, once");
+    assert!(!dead_letter.exists(), "nothing went to the fallback");
+}
