@@ -24,7 +24,15 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub struct RedisClient {
     client: Client,
     config: AsyncConnectionConfig,
-    connection: Mutex<Option<(u64, MultiplexedConnection)>>,
+    slot: Mutex<Slot>,
+}
+
+/// The current connection, numbered so that an export whose connection failed drops
+/// that one and not a newer one another export already opened.
+#[derive(Default)]
+struct Slot {
+    current: Option<(u64, MultiplexedConnection)>,
+    opened: u64,
 }
 
 impl RedisClient {
@@ -70,7 +78,7 @@ impl RedisClient {
         Ok(Self {
             client,
             config: connection_config,
-            connection: Mutex::new(None),
+            slot: Mutex::new(Slot::default()),
         })
     }
 
@@ -88,12 +96,12 @@ impl RedisClient {
 
     /// Drops the connection; the next export opens a new one.
     pub async fn close(&self) {
-        self.connection.lock().await.take();
+        self.slot.lock().await.current = None;
     }
 
     async fn connection(&self) -> Result<(u64, MultiplexedConnection), SinkError> {
-        let mut slot = self.connection.lock().await;
-        if let Some((generation, connection)) = slot.as_ref() {
+        let mut slot = self.slot.lock().await;
+        if let Some((generation, connection)) = &slot.current {
             return Ok((*generation, connection.clone()));
         }
         // Opened while holding the lock: concurrent exports wait for this one connection
@@ -103,21 +111,20 @@ impl RedisClient {
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
             .map_err(|e| classify(&e))?;
-        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *slot = Some((generation, connection.clone()));
+        slot.opened += 1;
+        let generation = slot.opened;
+        slot.current = Some((generation, connection.clone()));
         Ok((generation, connection))
     }
 
     /// Forgets the connection that failed, unless another export already replaced it.
     async fn forget(&self, generation: u64) {
-        let mut slot = self.connection.lock().await;
-        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *slot = None;
+        let mut slot = self.slot.lock().await;
+        if slot.current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            slot.current = None;
         }
     }
 }
-
-static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Whether the connection is no longer trustworthy: dropped, timed out (a late reply
 /// would still be in its pipe), or answering garbage.
