@@ -4,6 +4,7 @@
 
 mod elasticsearch;
 mod kafka;
+mod redis;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
 };
+pub use redis::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
 /// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)
@@ -47,6 +49,9 @@ pub struct SinkConfig {
     /// Index spans as documents into Elasticsearch or OpenSearch through the Bulk API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elasticsearch: Option<ElasticsearchSinkConfig>,
+    /// Write spans to Redis: one stream entry per span, or a list per trace with a TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -89,6 +94,7 @@ impl Default for SinkConfig {
             kafka: None,
             s3: None,
             elasticsearch: None,
+            redis: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -116,6 +122,7 @@ impl SinkConfig {
             self.kafka.is_some(),
             self.s3.is_some(),
             self.elasticsearch.is_some(),
+            self.redis.is_some(),
         ];
         BACKENDS
             .iter()
@@ -135,6 +142,7 @@ pub const BACKENDS: &[&str] = &[
     "kafka",
     "s3",
     "elasticsearch",
+    "redis",
 ];
 
 /// Files of spans on local disk.

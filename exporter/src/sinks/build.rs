@@ -13,6 +13,7 @@ use super::elasticsearch::ElasticsearchSink;
 use super::file::FileSink;
 use super::kafka::KafkaSink;
 use super::otlp::OtlpSink;
+use super::redis::RedisSink;
 use super::s3::S3Sink;
 use super::stdout::StdoutSink;
 use super::{BuildError, SharedSink};
@@ -67,6 +68,8 @@ pub async fn build(
         Arc::new(S3Sink::new(name, s3, metrics).await?)
     } else if let Some(es) = &config.elasticsearch {
         Arc::new(ElasticsearchSink::new(name, es, metrics)?)
+    } else if let Some(redis) = &config.redis {
+        Arc::new(RedisSink::new(name, redis)?)
     } else {
         return Err(BuildError {
             sink: name.to_string(),
@@ -148,7 +151,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             err.to_string(),
-            "sinks.x: exactly one backend must be set (file, stdout, blackhole, otlp, kafka, s3, elasticsearch), found none"
+            format!(
+                "sinks.x: exactly one backend must be set ({}), found none",
+                spansink_config::BACKENDS.join(", ")
+            )
         );
         let two = SinkConfig {
             stdout: Some(StdoutSinkConfig::default()),

@@ -10,6 +10,7 @@ pub mod file;
 mod io_error;
 pub mod kafka;
 pub mod otlp;
+pub mod redis;
 pub mod s3;
 pub mod stdout;
 

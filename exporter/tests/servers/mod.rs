@@ -8,6 +8,7 @@
 
 pub mod elasticsearch;
 pub mod moto;
+pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
