@@ -3,6 +3,7 @@
 //! (the Kubernetes "one-of" idiom, which keeps the CRD schema structural).
 
 mod kafka;
+mod postgres;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
 };
+pub use postgres::{PostgresSinkConfig, PostgresTlsMode};
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
 /// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)
@@ -42,6 +44,9 @@ pub struct SinkConfig {
     /// Write each batch as one object to an S3 (or S3-compatible) bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3SinkConfig>,
+    /// Write spans as rows of a PostgreSQL table (typed columns, JSONB attributes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -83,6 +88,7 @@ impl Default for SinkConfig {
             otlp: None,
             kafka: None,
             s3: None,
+            postgres: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -109,6 +115,7 @@ impl SinkConfig {
             self.otlp.is_some(),
             self.kafka.is_some(),
             self.s3.is_some(),
+            self.postgres.is_some(),
         ];
         BACKENDS
             .iter()
@@ -120,7 +127,7 @@ impl SinkConfig {
 }
 
 /// The backend field names of [`SinkConfig`], in declaration order.
-pub const BACKENDS: &[&str] = &["file", "stdout", "blackhole", "otlp", "kafka", "s3"];
+pub const BACKENDS: &[&str] = &["file", "stdout", "blackhole", "otlp", "kafka", "s3", "postgres"];
 
 /// Files of spans on local disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
