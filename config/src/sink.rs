@@ -127,7 +127,15 @@ impl SinkConfig {
 }
 
 /// The backend field names of [`SinkConfig`], in declaration order.
-pub const BACKENDS: &[&str] = &["file", "stdout", "blackhole", "otlp", "kafka", "s3", "postgres"];
+pub const BACKENDS: &[&str] = &[
+    "file",
+    "stdout",
+    "blackhole",
+    "otlp",
+    "kafka",
+    "s3",
+    "postgres",
+];
 
 /// Files of spans on local disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -609,13 +609,19 @@ impl Validator {
             format!("{path}.database"),
             "must not be empty",
         );
-        self.check(!p.user.is_empty(), format!("{path}.user"), "must not be empty");
+        self.check(
+            !p.user.is_empty(),
+            format!("{path}.user"),
+            "must not be empty",
+        );
         if let Some(env) = &p.password_env {
             self.env_name(format!("{path}.password_env"), env);
         }
         let parts: Vec<&str> = p.table.split('.').collect();
-        let table_ok =
-            parts.len() <= 2 && parts.iter().all(|part| PostgresSinkConfig::is_identifier(part));
+        let table_ok = parts.len() <= 2
+            && parts
+                .iter()
+                .all(|part| PostgresSinkConfig::is_identifier(part));
         self.check(
             table_ok,
             format!("{path}.table"),
@@ -885,7 +891,14 @@ mod tests {
             );
         }
         assert_eq!(errs.len(), expected.len(), "{errs:#?}");
-        for bad in ["a.b.c", "1spans", "spans-x", "\"spans\"", ".spans", "spans."] {
+        for bad in [
+            "a.b.c",
+            "1spans",
+            "spans-x",
+            "\"spans\"",
+            ".spans",
+            "spans.",
+        ] {
             let errs = errors(&format!(
                 "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, table: '{bad}'}}\n"
             ));
