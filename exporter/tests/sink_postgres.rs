@@ -694,3 +694,64 @@ async fn the_standard_builder_makes_a_postgres_sink_without_a_server() {
     let empty = Batch::new();
     sinks["db"].export(&empty).await.unwrap();
 }
+
+// ------------------------------------------------------------------ throughput (manual)
+
+/// Sink write rate of distinct rows (the exporter's `bench` cycles 32 requests, so after
+/// the first 16,384 spans it measures the duplicate-skipping path). Prints spans/s and
+/// asserts nothing about speed. Run by hand against a server of your choice:
+/// `SPANSINK_PG_BENCH_PORT=5432 cargo test --release -p spansink-exporter --test
+/// sink_postgres -- --ignored --nocapture write_rate_of_distinct_rows`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "manual benchmark; needs SPANSINK_PG_BENCH_PORT"]
+async fn write_rate_of_distinct_rows() {
+    use spansink_exporter::bench::workload::Workload;
+    let port: u16 = std::env::var("SPANSINK_PG_BENCH_PORT")
+        .expect("SPANSINK_PG_BENCH_PORT")
+        .parse()
+        .unwrap();
+    let batches: u64 = std::env::var("SPANSINK_PG_BENCH_BATCHES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(400);
+    let config = PostgresSinkConfig {
+        table: "bench_spans".into(),
+        max_connections: 8,
+        ..PostgresSinkConfig::new("127.0.0.1", port, "postgres", "postgres")
+    };
+    let sink = Arc::new(sink(&config));
+    let workload = Workload {
+        spans_per_request: 512,
+        attributes_per_span: 10,
+    };
+    // Encode first, so only the sink is timed.
+    let prepared: Vec<Batch> = (0..batches)
+        .map(|seed| batch_of(&[&workload.request(1_000_000 + seed)]))
+        .collect();
+    sink.export(&prepared[0]).await.unwrap(); // creates the table
+    let queue = Arc::new(std::sync::Mutex::new(prepared.into_iter().skip(1)));
+    let started = std::time::Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (sink, queue) = (sink.clone(), queue.clone());
+            tokio::spawn(async move {
+                let mut spans = 0;
+                loop {
+                    let next = queue.lock().unwrap().next();
+                    let Some(batch) = next else { break spans };
+                    sink.export(&batch).await.unwrap();
+                    spans += batch.span_count();
+                }
+            })
+        })
+        .collect();
+    let mut spans = 0;
+    for w in workers {
+        spans += w.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "postgres sink: {spans} distinct spans in {elapsed:.2}s = {:.0} spans/s (8 concurrent exports of 512 spans)",
+        spans as f64 / elapsed
+    );
+}

@@ -132,7 +132,7 @@ pub enum Class {
 ///   connect now, idle session timeout): transient.
 /// - `28` authorization: permanent. The password is read once at start, so a rotated
 ///   Secret needs a restart anyway (the operator rolls the pods on Secret changes).
-/// - `3D000` unknown database, `42` (undefined table or column, insufficient privilege,
+/// - `3D000` unknown database, `3F000` unknown schema, `42` (undefined table or column, insufficient privilege,
 ///   wrong type), `22` bad data, `23` constraint (a user's CHECK or NOT NULL), `54`
 ///   program limit: permanent. The same batch fails the same way every time.
 /// - `XX` internal error: permanent (a retry of a statement that crashed the backend is
@@ -147,6 +147,10 @@ pub fn sqlstate_class(code: &str) -> Class {
         "57014" => Class::Transient("timeout"),
         "57P04" => Class::Permanent("config", "create the database or fix postgres.database"),
         "3D000" => Class::Permanent("config", "create the database or fix postgres.database"),
+        "3F000" => Class::Permanent(
+            "config",
+            "create the schema or fix the schema part of postgres.table",
+        ),
         "42501" => Class::Permanent(
             "permission",
             "grant the role INSERT on the table (and TEMP on the database; CREATE on the schema for create_table)",
@@ -205,8 +209,8 @@ mod tests {
             );
         }
         for code in [
-            "28000", "28P01", "3D000", "42501", "42P01", "42703", "42804", "42P10", "42601",
-            "22P02", "22021", "23502", "23514", "54000", "57P04", "XX000", "0A000",
+            "28000", "28P01", "3D000", "3F000", "42501", "42P01", "42703", "42804", "42P10",
+            "42601", "22P02", "22021", "23502", "23514", "54000", "57P04", "XX000", "0A000",
         ] {
             assert!(
                 matches!(sqlstate_class(code), Class::Permanent(..)),
