@@ -303,7 +303,9 @@ pub struct Migration {
 /// lock. Only what is missing is changed, so a role that may only INSERT works on a
 /// table that is already complete. With `create` off nothing is changed: a missing
 /// table, column or key index is a permanent error naming it. A column of another type
-/// is always a permanent error (the sink will not rewrite a user's column).
+/// is always a permanent error (the sink will not rewrite a user's column). Indexes are
+/// built with plain `CREATE INDEX`, which blocks writes to a large existing table while
+/// it runs; create them beforehand (`CONCURRENTLY`) for such a table.
 pub async fn migrate(
     client: &mut deadpool_postgres::Object,
     table: &Table,
