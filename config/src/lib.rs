@@ -31,6 +31,7 @@ pub use sink::{
     S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,
 };
 pub use sink::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
+pub use sink::{PostgresSinkConfig, PostgresTlsMode};
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
 pub use units::{ByteSize, Duration};
 pub use validate::{ValidationError, ValidationErrors, validate};

@@ -5,6 +5,7 @@
 mod elasticsearch;
 mod kafka;
 mod redis;
+mod postgres;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use kafka::{
     SaslMechanism,
 };
 pub use redis::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
+pub use postgres::{PostgresSinkConfig, PostgresTlsMode};
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
 /// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)
@@ -52,6 +54,9 @@ pub struct SinkConfig {
     /// Write spans to Redis: one stream entry per span, or a list per trace with a TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSinkConfig>,
+    /// Write spans as rows of a PostgreSQL table (typed columns, JSONB attributes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -95,6 +100,7 @@ impl Default for SinkConfig {
             s3: None,
             elasticsearch: None,
             redis: None,
+            postgres: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -123,6 +129,7 @@ impl SinkConfig {
             self.s3.is_some(),
             self.elasticsearch.is_some(),
             self.redis.is_some(),
+            self.postgres.is_some(),
         ];
         BACKENDS
             .iter()
@@ -143,6 +150,7 @@ pub const BACKENDS: &[&str] = &[
     "s3",
     "elasticsearch",
     "redis",
+    "postgres",
 ];
 
 /// Files of spans on local disk.

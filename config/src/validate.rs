@@ -9,8 +9,8 @@ use crate::policy::{
     BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig, SpanMatch,
 };
 use crate::sink::{
-    ElasticsearchSinkConfig, FileSinkConfig, KafkaSinkConfig, OtlpSinkConfig, RedisSinkConfig,
-    S3SinkConfig, SinkConfig,
+    ElasticsearchSinkConfig, FileSinkConfig, KafkaSinkConfig, OtlpSinkConfig, PostgresSinkConfig,
+    RedisSinkConfig, S3SinkConfig, SinkConfig,
 };
 use crate::units::{ByteSize, Duration};
 use crate::{ExporterConfig, ListenerConfig};
@@ -262,6 +262,9 @@ impl Validator {
         }
         if let Some(redis) = &sink.redis {
             self.redis(&format!("{path}.redis"), redis, sink.timeout, path);
+        }
+        if let Some(postgres) = &sink.postgres {
+            self.postgres(&format!("{path}.postgres"), postgres);
         }
         self.queue(&format!("{path}.queue"), &sink.queue);
         self.batch(&format!("{path}.batch"), &sink.batch, &sink.queue);
@@ -667,6 +670,51 @@ impl Validator {
         );
     }
 
+    fn postgres(&mut self, path: &str, p: &PostgresSinkConfig) {
+        self.check(
+            !p.host.trim().is_empty(),
+            format!("{path}.host"),
+            "must not be empty (e.g. postgres.db.svc)",
+        );
+        self.positive(&format!("{path}.port"), p.port == 0);
+        self.check(
+            !p.database.is_empty(),
+            format!("{path}.database"),
+            "must not be empty",
+        );
+        self.check(
+            !p.user.is_empty(),
+            format!("{path}.user"),
+            "must not be empty",
+        );
+        if let Some(env) = &p.password_env {
+            self.env_name(format!("{path}.password_env"), env);
+        }
+        let parts: Vec<&str> = p.table.split('.').collect();
+        let table_ok = parts.len() <= 2
+            && parts
+                .iter()
+                .all(|part| PostgresSinkConfig::is_identifier(part));
+        self.check(
+            table_ok,
+            format!("{path}.table"),
+            format!(
+                "{:?} must be a table name or schema.table of lowercase letters, digits and '_', not starting with a digit, at most {} bytes each (e.g. tracing.spans)",
+                p.table,
+                PostgresSinkConfig::MAX_IDENTIFIER_LEN
+            ),
+        );
+        self.at_least(
+            format!("{path}.max_connections"),
+            u64::from(p.max_connections),
+            1,
+        );
+        self.positive(
+            &format!("{path}.connect_timeout"),
+            p.connect_timeout.get().is_zero(),
+        );
+    }
+
     fn key_template(&mut self, path: &str, template: &str) {
         if template.starts_with('/') {
             self.error(
@@ -1050,6 +1098,54 @@ mod tests {
                 "sinks.a.s3.key_template: \"x/%\": unsupported end of text; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
             ]
         );
+    }
+
+    #[test]
+    fn postgres_defaults_pass_and_settings_are_checked_with_their_paths() {
+        assert_eq!(
+            errors(
+                "sinks:\n  db:\n    postgres: {host: pg.db.svc, database: traces, user: spansink, password_env: PGPASSWORD, table: tracing.spans}\n"
+            ),
+            Vec::<String>::new()
+        );
+        let errs = errors(
+            "sinks:\n  db:\n    postgres:\n      host: ' '\n      port: 0\n      database: ''\n      user: ''\n      password_env: 'my password'\n      table: 'public.Spans'\n      max_connections: 0\n      connect_timeout: 0s\n",
+        );
+        let expected = [
+            "sinks.db.postgres.host: must not be empty",
+            "sinks.db.postgres.port: must be greater than zero",
+            "sinks.db.postgres.database: must not be empty",
+            "sinks.db.postgres.user: must not be empty",
+            "sinks.db.postgres.password_env: \"my password\" is not an environment variable name",
+            "sinks.db.postgres.table: \"public.Spans\" must be a table name or schema.table",
+            "sinks.db.postgres.max_connections: must be >= 1 (got 0)",
+            "sinks.db.postgres.connect_timeout: must be greater than zero",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+        for bad in [
+            "a.b.c",
+            "1spans",
+            "spans-x",
+            "\"spans\"",
+            ".spans",
+            "spans.",
+        ] {
+            let errs = errors(&format!(
+                "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, table: '{bad}'}}\n"
+            ));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        }
+        let long = "x".repeat(64);
+        let errs = errors(&format!(
+            "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, table: {long}}}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::file::FileSink;
 use super::kafka::KafkaSink;
 use super::otlp::OtlpSink;
 use super::redis::RedisSink;
+use super::postgres::PostgresSink;
 use super::s3::S3Sink;
 use super::stdout::StdoutSink;
 use super::{BuildError, SharedSink};
@@ -70,6 +71,8 @@ pub async fn build(
         Arc::new(ElasticsearchSink::new(name, es, metrics)?)
     } else if let Some(redis) = &config.redis {
         Arc::new(RedisSink::new(name, redis)?)
+    } else if let Some(postgres) = &config.postgres {
+        Arc::new(PostgresSink::new(name, postgres, metrics)?)
     } else {
         return Err(BuildError {
             sink: name.to_string(),

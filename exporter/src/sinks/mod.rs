@@ -11,6 +11,7 @@ mod io_error;
 pub mod kafka;
 pub mod otlp;
 pub mod redis;
+pub mod postgres;
 pub mod s3;
 pub mod stdout;
 

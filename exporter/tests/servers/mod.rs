@@ -9,6 +9,7 @@
 pub mod elasticsearch;
 pub mod moto;
 pub mod redis;
+pub mod postgres;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
