@@ -25,6 +25,7 @@ pub use sink::{
     BACKENDS, BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig,
     RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,
 };
+pub use sink::{ClickHouseCompression, ClickHouseSinkConfig};
 pub use sink::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,

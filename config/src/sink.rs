@@ -2,6 +2,7 @@
 //! Backend settings are listed here as optional fields of which exactly one is set
 //! (the Kubernetes "one-of" idiom, which keeps the CRD schema structural).
 
+mod clickhouse;
 mod kafka;
 mod s3;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig};
 use crate::units::{ByteSize, Duration};
 
+pub use clickhouse::{ClickHouseCompression, ClickHouseSinkConfig};
 pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
@@ -42,6 +44,9 @@ pub struct SinkConfig {
     /// Write each batch as one object to an S3 (or S3-compatible) bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3SinkConfig>,
+    /// Insert spans as rows of a ClickHouse table, one INSERT per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<ClickHouseSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -83,6 +88,7 @@ impl Default for SinkConfig {
             otlp: None,
             kafka: None,
             s3: None,
+            clickhouse: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -109,6 +115,7 @@ impl SinkConfig {
             self.otlp.is_some(),
             self.kafka.is_some(),
             self.s3.is_some(),
+            self.clickhouse.is_some(),
         ];
         BACKENDS
             .iter()
@@ -120,7 +127,15 @@ impl SinkConfig {
 }
 
 /// The backend field names of [`SinkConfig`], in declaration order.
-pub const BACKENDS: &[&str] = &["file", "stdout", "blackhole", "otlp", "kafka", "s3"];
+pub const BACKENDS: &[&str] = &[
+    "file",
+    "stdout",
+    "blackhole",
+    "otlp",
+    "kafka",
+    "s3",
+    "clickhouse",
+];
 
 /// Files of spans on local disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
