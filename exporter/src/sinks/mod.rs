@@ -5,6 +5,7 @@
 
 pub mod blackhole;
 mod build;
+pub mod clickhouse;
 pub mod file;
 mod io_error;
 pub mod kafka;
