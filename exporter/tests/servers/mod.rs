@@ -6,6 +6,8 @@
 // uses only its own server, so the others would warn as dead code.
 #![allow(dead_code)]
 
+pub mod clickhouse;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
