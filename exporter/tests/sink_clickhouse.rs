@@ -200,6 +200,13 @@ async fn rich_request_round_trips_every_field_through_the_table_the_sink_creates
         .await
         .unwrap();
     assert_eq!(count(&server, "spans").await, 12);
+
+    // Dropped behind the sink's back: created again, and the batch still goes in.
+    server.query("DROP TABLE default.spans").await;
+    sink.export(&batch_of(&[&numbered_request(2, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(count(&server, "spans").await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,7 +492,7 @@ async fn permanent_errors_are_classified_and_not_retried() {
     config.create_table = false;
     let err = sink(&config).export(&batch).await.unwrap_err();
     assert!(!err.is_transient(), "{err}");
-    assert_eq!(err.reason(), "schema", "{err}");
+    assert_eq!(err.reason(), "no_table", "{err}");
     assert!(err.to_string().contains("code 60"), "{err}");
 
     // A column type the rows do not fit.
@@ -561,7 +568,7 @@ async fn permanent_errors_are_classified_and_not_retried() {
         .sink_failed_spans
         .get_or_create(&SinkReasonLabels {
             sink: "ch".into(),
-            reason: "schema",
+            reason: "no_table",
         })
         .get();
     assert_eq!(failed, 7);

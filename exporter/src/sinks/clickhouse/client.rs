@@ -222,7 +222,7 @@ fn classify_code(code: u32, status: u16, message: String) -> SinkError {
         ),
         // 60 UNKNOWN_TABLE, 81 UNKNOWN_DATABASE.
         60 | 81 => SinkError::permanent(
-            "schema",
+            "no_table",
             format!("{message}; create the table or turn on clickhouse.create_table"),
         ),
         // The table does not fit the rows: 16 NO_SUCH_COLUMN_IN_TABLE, 117 INCORRECT_DATA
@@ -285,8 +285,8 @@ mod tests {
     #[test]
     fn schema_auth_and_parse_codes_are_permanent() {
         let cases = [
-            (60, "schema"),
-            (81, "schema"),
+            (60, "no_table"),
+            (81, "no_table"),
             (16, "schema"),
             (117, "schema"),
             (516, "auth"),
@@ -304,7 +304,7 @@ mod tests {
             assert_eq!(e.reason(), reason, "{code}");
         }
         let e = classify(404, None, OLD_UNKNOWN_TABLE);
-        assert_eq!((e.is_transient(), e.reason()), (false, "schema"));
+        assert_eq!((e.is_transient(), e.reason()), (false, "no_table"));
         assert!(e.to_string().contains("create_table"), "{e}");
     }
 

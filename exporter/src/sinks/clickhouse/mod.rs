@@ -11,7 +11,9 @@ use std::io::Write as _;
 use async_trait::async_trait;
 use bytes::Bytes;
 use spansink_config::{ClickHouseCompression, ClickHouseSinkConfig};
-use tokio::sync::OnceCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Mutex;
 
 use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError};
@@ -36,8 +38,10 @@ pub struct ClickHouseSink {
     gzip: bool,
     /// Set once the table is known to exist. Created lazily by the first export, since
     /// the server may be down when the exporter starts; a failed attempt is made again
-    /// by the next export.
-    table_ready: OnceCell<()>,
+    /// by the next export, and a table dropped later is created again.
+    table_ready: AtomicBool,
+    /// Held while the table is being created, so concurrent exports create it once.
+    creating: Mutex<()>,
 }
 
 impl ClickHouseSink {
@@ -99,7 +103,8 @@ impl ClickHouseSink {
             create_table: config.create_table,
             ttl_seconds: config.ttl.map(|t| t.get().as_secs()),
             gzip: config.compression == ClickHouseCompression::Gzip,
-            table_ready: OnceCell::new(),
+            table_ready: AtomicBool::new(false),
+            creating: Mutex::new(()),
         })
     }
 
@@ -150,6 +155,22 @@ impl ClickHouseSink {
         );
         Ok(())
     }
+
+    /// Makes sure the table exists when the sink is to create it.
+    async fn ready_table(&self) -> Result<(), SinkError> {
+        if !self.create_table || self.table_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _creating = self.creating.lock().await;
+        if self.table_ready.load(Ordering::Acquire) {
+            return Ok(()); // another export created it while we waited
+        }
+        self.ensure_table().await.inspect_err(|e| {
+            tracing::warn!(sink = %self.name, table = %self.target, error = %e, "could not create the ClickHouse table");
+        })?;
+        self.table_ready.store(true, Ordering::Release);
+        Ok(())
+    }
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -190,14 +211,7 @@ impl Sink for ClickHouseSink {
         if batch.span_count() == 0 {
             return Ok(());
         }
-        if self.create_table {
-            self.table_ready
-                .get_or_try_init(|| self.ensure_table())
-                .await
-                .inspect_err(|e| {
-                    tracing::warn!(sink = %self.name, table = %self.target, error = %e, "could not create the ClickHouse table");
-                })?;
-        }
+        self.ready_table().await?;
         let owned = batch.clone(); // cheap: the parts are reference-counted bytes
         let gzip = self.gzip;
         // Encoding and compression are CPU work; keep them off the async threads.
@@ -205,12 +219,18 @@ impl Sink for ClickHouseSink {
             .await
             .map_err(|e| SinkError::transient("encoding", format!("encoder task failed: {e}")))??;
         let bytes = body.len();
-        self.client
-            .insert(&self.target, body, gzip)
-            .await
-            .inspect_err(|e| {
-                tracing::warn!(sink = %self.name, table = %self.target, spans = rows, error = %e, "ClickHouse insert failed");
-            })?;
+        let mut result = self.client.insert(&self.target, body.clone(), gzip).await;
+        if self.create_table && matches!(&result, Err(e) if e.reason() == "no_table") {
+            // Dropped since we created it (or by a cleanup job): create it again and
+            // insert once more, rather than sending the batch to the fallback.
+            tracing::warn!(sink = %self.name, table = %self.target, "ClickHouse table is gone; creating it again");
+            self.table_ready.store(false, Ordering::Release);
+            self.ready_table().await?;
+            result = self.client.insert(&self.target, body, gzip).await;
+        }
+        result.inspect_err(|e| {
+            tracing::warn!(sink = %self.name, table = %self.target, spans = rows, error = %e, "ClickHouse insert failed");
+        })?;
         tracing::debug!(sink = %self.name, table = %self.target, spans = rows, bytes, "batch inserted");
         Ok(())
     }
