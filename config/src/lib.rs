@@ -26,6 +26,7 @@ pub use sink::{
     RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,
 };
 pub use sink::{ElasticsearchCompression, ElasticsearchSinkConfig};
+pub use sink::{ClickHouseCompression, ClickHouseSinkConfig};
 pub use sink::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,

@@ -3,6 +3,7 @@
 //! (the Kubernetes "one-of" idiom, which keeps the CRD schema structural).
 
 mod elasticsearch;
+mod clickhouse;
 mod kafka;
 mod redis;
 mod postgres;
@@ -17,6 +18,7 @@ use crate::policy::{BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, Ret
 use crate::units::{ByteSize, Duration};
 
 pub use elasticsearch::{ElasticsearchCompression, ElasticsearchSinkConfig};
+pub use clickhouse::{ClickHouseCompression, ClickHouseSinkConfig};
 pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
@@ -57,6 +59,9 @@ pub struct SinkConfig {
     /// Write spans as rows of a PostgreSQL table (typed columns, JSONB attributes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresSinkConfig>,
+    /// Insert spans as rows of a ClickHouse table, one INSERT per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clickhouse: Option<ClickHouseSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -101,6 +106,7 @@ impl Default for SinkConfig {
             elasticsearch: None,
             redis: None,
             postgres: None,
+            clickhouse: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -130,6 +136,7 @@ impl SinkConfig {
             self.elasticsearch.is_some(),
             self.redis.is_some(),
             self.postgres.is_some(),
+            self.clickhouse.is_some(),
         ];
         BACKENDS
             .iter()
@@ -151,6 +158,7 @@ pub const BACKENDS: &[&str] = &[
     "elasticsearch",
     "redis",
     "postgres",
+    "clickhouse",
 ];
 
 /// Files of spans on local disk.

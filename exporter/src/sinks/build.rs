@@ -10,6 +10,7 @@ use crate::telemetry::metrics::Metrics;
 
 use super::blackhole::BlackholeSink;
 use super::elasticsearch::ElasticsearchSink;
+use super::clickhouse::ClickHouseSink;
 use super::file::FileSink;
 use super::kafka::KafkaSink;
 use super::otlp::OtlpSink;
@@ -73,6 +74,8 @@ pub async fn build(
         Arc::new(RedisSink::new(name, redis)?)
     } else if let Some(postgres) = &config.postgres {
         Arc::new(PostgresSink::new(name, postgres, metrics)?)
+    } else if let Some(clickhouse) = &config.clickhouse {
+        Arc::new(ClickHouseSink::new(name, clickhouse, metrics)?)
     } else {
         return Err(BuildError {
             sink: name.to_string(),

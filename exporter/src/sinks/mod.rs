@@ -6,6 +6,7 @@
 pub mod blackhole;
 mod build;
 pub mod elasticsearch;
+pub mod clickhouse;
 pub mod file;
 mod io_error;
 pub mod kafka;

@@ -10,6 +10,7 @@ pub mod elasticsearch;
 pub mod moto;
 pub mod redis;
 pub mod postgres;
+pub mod clickhouse;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
