@@ -29,6 +29,10 @@ pub use sink::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,
 };
+pub use sink::{
+    RabbitMqEncoding, RabbitMqExchangeDeclaration, RabbitMqExchangeType, RabbitMqSinkConfig,
+    RabbitMqTlsConfig,
+};
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
 pub use units::{ByteSize, Duration};
 pub use validate::{ValidationError, ValidationErrors, validate};

@@ -3,6 +3,7 @@
 //! (the Kubernetes "one-of" idiom, which keeps the CRD schema structural).
 
 mod kafka;
+mod rabbitmq;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,10 @@ use crate::units::{ByteSize, Duration};
 pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
+};
+pub use rabbitmq::{
+    RabbitMqEncoding, RabbitMqExchangeDeclaration, RabbitMqExchangeType, RabbitMqSinkConfig,
+    RabbitMqTlsConfig,
 };
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
@@ -42,6 +47,9 @@ pub struct SinkConfig {
     /// Write each batch as one object to an S3 (or S3-compatible) bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3SinkConfig>,
+    /// Publish spans to a RabbitMQ exchange, with publisher confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<RabbitMqSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -83,6 +91,7 @@ impl Default for SinkConfig {
             otlp: None,
             kafka: None,
             s3: None,
+            rabbitmq: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -109,6 +118,7 @@ impl SinkConfig {
             self.otlp.is_some(),
             self.kafka.is_some(),
             self.s3.is_some(),
+            self.rabbitmq.is_some(),
         ];
         BACKENDS
             .iter()
@@ -120,7 +130,15 @@ impl SinkConfig {
 }
 
 /// The backend field names of [`SinkConfig`], in declaration order.
-pub const BACKENDS: &[&str] = &["file", "stdout", "blackhole", "otlp", "kafka", "s3"];
+pub const BACKENDS: &[&str] = &[
+    "file",
+    "stdout",
+    "blackhole",
+    "otlp",
+    "kafka",
+    "s3",
+    "rabbitmq",
+];
 
 /// Files of spans on local disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
