@@ -129,7 +129,7 @@ pub enum RabbitMqEncoding {
 }
 
 /// How the exchange is declared when `declare` is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqExchangeDeclaration {
     /// Exchange type. Default: `topic`.
@@ -138,6 +138,16 @@ pub struct RabbitMqExchangeDeclaration {
     /// Survives broker restarts. Default: `true`.
     #[serde(default = "crate::default_true")]
     pub durable: bool,
+}
+
+impl Default for RabbitMqExchangeDeclaration {
+    /// What `declare: {}` means: a durable topic exchange.
+    fn default() -> Self {
+        Self {
+            kind: RabbitMqExchangeType::default(),
+            durable: true,
+        }
+    }
 }
 
 /// AMQP exchange type.

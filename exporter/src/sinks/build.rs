@@ -12,6 +12,7 @@ use super::blackhole::BlackholeSink;
 use super::file::FileSink;
 use super::kafka::KafkaSink;
 use super::otlp::OtlpSink;
+use super::rabbitmq::RabbitMqSink;
 use super::s3::S3Sink;
 use super::stdout::StdoutSink;
 use super::{BuildError, SharedSink};
@@ -64,6 +65,8 @@ pub async fn build(
         Arc::new(KafkaSink::new(name, kafka, metrics)?)
     } else if let Some(s3) = &config.s3 {
         Arc::new(S3Sink::new(name, s3, metrics).await?)
+    } else if let Some(rabbitmq) = &config.rabbitmq {
+        Arc::new(RabbitMqSink::new(name, rabbitmq, metrics)?)
     } else {
         return Err(BuildError {
             sink: name.to_string(),
@@ -145,7 +148,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             err.to_string(),
-            "sinks.x: exactly one backend must be set (file, stdout, blackhole, otlp, kafka, s3), found none"
+            "sinks.x: exactly one backend must be set (file, stdout, blackhole, otlp, kafka, s3, rabbitmq), found none"
         );
         let two = SinkConfig {
             stdout: Some(StdoutSinkConfig::default()),

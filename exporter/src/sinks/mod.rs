@@ -9,6 +9,7 @@ pub mod file;
 mod io_error;
 pub mod kafka;
 pub mod otlp;
+pub mod rabbitmq;
 pub mod s3;
 pub mod stdout;
 
