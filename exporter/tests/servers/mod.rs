@@ -104,3 +104,4 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+pub mod rabbitmq;
