@@ -121,7 +121,8 @@ impl RabbitMqSink {
                 "spansink_spans".into(),
                 AMQPValue::LongLongInt(i64::try_from(message.spans).unwrap_or(i64::MAX)),
             );
-            // A unique id lets consumers drop the duplicates an at-least-once retry makes.
+            // Names the message in broker and consumer logs. Random, not derived from the
+            // body: a retried batch gets new ids (delivery is at least once).
             let properties = base
                 .clone()
                 .with_message_id(uuid::Uuid::now_v7().to_string().into())
