@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use spansink_config::{
     ByteSize, ExporterConfig, RabbitMqEncoding, RabbitMqExchangeDeclaration, RabbitMqSinkConfig,
+    RabbitMqTlsConfig,
 };
 use spansink_exporter::chain::{Admit, Chain};
 use spansink_exporter::encoding::read_request;
@@ -587,6 +588,32 @@ sinks:
         retried > 0,
         "transient failures were retried before the fallback"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_with_a_private_ca_delivers_and_an_unknown_ca_is_refused() {
+    let broker = RabbitMq::start_with_tls();
+    let tls_port = broker.tls_port.unwrap();
+    let reader = Reader::bound(broker.port, "spans", "spans-q", FieldTable::default()).await;
+    let mut config = sink_config(tls_port, "spans", RabbitMqEncoding::OtlpProto);
+    config.tls = Some(RabbitMqTlsConfig {
+        ca_file: Some(broker.ca_file().display().to_string()),
+        ..RabbitMqTlsConfig::default()
+    });
+    let sink = RabbitMqSink::new("events", &config, &Metrics::for_tests()).unwrap();
+    let request = interleaved_traces(3, 2);
+    sink.export(&batch_of(&[&request])).await.unwrap();
+    let messages = reader
+        .take(RabbitMqEncoding::OtlpProto, span_count(&request))
+        .await;
+    assert_eq!(decode(RabbitMqEncoding::OtlpProto, &messages[0].0), request);
+
+    // The system's CAs do not know the test CA: the handshake fails, nothing is sent.
+    config.tls = Some(RabbitMqTlsConfig::default());
+    let sink = RabbitMqSink::new("events", &config, &Metrics::for_tests()).unwrap();
+    let err = sink.export(&batch_of(&[&request])).await.unwrap_err();
+    assert!(err.to_string().contains("RabbitMQ connect"), "{err}");
+    assert_eq!(reader.message_count().await, 0);
 }
 
 /// `request` with every trace id moved by `by`, so several copies are distinguishable.

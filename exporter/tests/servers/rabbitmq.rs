@@ -16,6 +16,8 @@ const SBIN: &str = "/usr/lib/rabbitmq/bin";
 /// A running broker. `guest`/`guest` works (loopback only), vhost `/`.
 pub struct RabbitMq {
     pub port: u16,
+    /// The AMQPS port, for a broker started with [`RabbitMq::start_with_tls`].
+    pub tls_port: Option<u16>,
     epmd_port: u16,
     nodename: String,
     dir: tempfile::TempDir,
@@ -30,6 +32,21 @@ impl RabbitMq {
 
     /// Starts a broker on `port` (e.g. the port of a test that waits for it to come up).
     pub fn start_on(port: u16) -> Self {
+        Self::launch(port, false)
+    }
+
+    /// Starts a broker that also listens for AMQPS, with a server certificate for
+    /// 127.0.0.1 signed by a fresh CA (see [`RabbitMq::ca_file`]).
+    pub fn start_with_tls() -> Self {
+        Self::launch(free_port(), true)
+    }
+
+    /// The PEM file of the CA that signed the AMQPS certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+
+    fn launch(port: u16, tls: bool) -> Self {
         let server = require_binary("rabbitmq-server", &[SBIN], "rabbitmq-server");
         let dir = tempfile::Builder::new()
             .prefix("spansink-rabbitmq-")
@@ -37,11 +54,15 @@ impl RabbitMq {
             .expect("temp dir");
         let broker = Self {
             port,
+            tls_port: tls.then(free_port),
             epmd_port: free_port(),
             nodename: format!("rabbit-{port}@localhost"),
             dir,
             beam_pid: None,
         };
+        if let Some(tls_port) = broker.tls_port {
+            broker.write_tls_config(tls_port);
+        }
         broker.hand_dir_to_rabbitmq_user();
         let dist_port = free_port();
         let status = broker
@@ -55,7 +76,8 @@ impl RabbitMq {
                 "RABBITMQ_ENABLED_PLUGINS_FILE",
                 broker.path("enabled_plugins"),
             )
-            // No config file: the defaults (guest from loopback) are what the tests use.
+            // `<dir>/rabbitmq.conf` when TLS is on; otherwise no file, and the defaults
+            // (guest from loopback) are what the tests use.
             .env("RABBITMQ_CONFIG_FILE", broker.path("rabbitmq"))
             .arg("-detached")
             .status()
@@ -78,7 +100,91 @@ impl RabbitMq {
             broker.path("log").display()
         );
         wait_listening("RabbitMQ", port, Duration::from_secs(30));
+        if let Some(tls_port) = broker.tls_port {
+            wait_listening("RabbitMQ AMQPS", tls_port, Duration::from_secs(30));
+        }
         broker
+    }
+
+    /// A CA and a server certificate for 127.0.0.1 (openssl CLI, EC keys: fast), and a
+    /// rabbitmq.conf with an AMQPS listener using them.
+    fn write_tls_config(&self, tls_port: u16) {
+        let openssl = require_binary("openssl", &[], "openssl");
+        let dir = self.dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec![
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=spansink test CA",
+        ];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+        run(&ca);
+        let mut csr = vec!["req", "-subj", "/CN=127.0.0.1"];
+        csr.extend(ec);
+        csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+        run(&csr);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write server.ext");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ]);
+        for file in ["server.key", "ca.key"] {
+            // Readable by the broker's user (the directory is theirs, the files ours).
+            std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))
+                .expect("chmod key");
+        }
+        let d = dir.display();
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!(
+                "listeners.ssl.default = 127.0.0.1:{tls_port}\n\
+                 ssl_options.cacertfile = {d}/ca.pem\n\
+                 ssl_options.certfile = {d}/server.pem\n\
+                 ssl_options.keyfile = {d}/server.key\n\
+                 ssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n"
+            ),
+        )
+        .expect("write rabbitmq.conf");
     }
 
     /// `rabbitmqctl` against this broker, e.g. `["add_user", "u", "p"]`; panics on failure.
