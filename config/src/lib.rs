@@ -25,14 +25,18 @@ pub use sink::{
     BACKENDS, BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig,
     RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,
 };
-pub use sink::{ElasticsearchCompression, ElasticsearchSinkConfig};
 pub use sink::{ClickHouseCompression, ClickHouseSinkConfig};
+pub use sink::{ElasticsearchCompression, ElasticsearchSinkConfig};
 pub use sink::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,
 };
-pub use sink::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use sink::{PostgresSinkConfig, PostgresTlsMode};
+pub use sink::{
+    RabbitMqEncoding, RabbitMqExchangeDeclaration, RabbitMqExchangeType, RabbitMqSinkConfig,
+    RabbitMqTlsConfig,
+};
+pub use sink::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
 pub use units::{ByteSize, Duration};
 pub use validate::{ValidationError, ValidationErrors, validate};

@@ -2,11 +2,12 @@
 //! Backend settings are listed here as optional fields of which exactly one is set
 //! (the Kubernetes "one-of" idiom, which keeps the CRD schema structural).
 
-mod elasticsearch;
 mod clickhouse;
+mod elasticsearch;
 mod kafka;
-mod redis;
 mod postgres;
+mod rabbitmq;
+mod redis;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -17,14 +18,18 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig};
 use crate::units::{ByteSize, Duration};
 
-pub use elasticsearch::{ElasticsearchCompression, ElasticsearchSinkConfig};
 pub use clickhouse::{ClickHouseCompression, ClickHouseSinkConfig};
+pub use elasticsearch::{ElasticsearchCompression, ElasticsearchSinkConfig};
 pub use kafka::{
     KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
     SaslMechanism,
 };
-pub use redis::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use postgres::{PostgresSinkConfig, PostgresTlsMode};
+pub use rabbitmq::{
+    RabbitMqEncoding, RabbitMqExchangeDeclaration, RabbitMqExchangeType, RabbitMqSinkConfig,
+    RabbitMqTlsConfig,
+};
+pub use redis::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use s3::{S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 
 /// A sink: exactly one backend (`file`, `stdout`, `blackhole`, `otlp`, `kafka`, `s3`, ...)
@@ -62,6 +67,9 @@ pub struct SinkConfig {
     /// Insert spans as rows of a ClickHouse table, one INSERT per batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clickhouse: Option<ClickHouseSinkConfig>,
+    /// Publish spans to a RabbitMQ exchange, with publisher confirms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<RabbitMqSinkConfig>,
 
     /// Bounded queue in front of this sink.
     #[serde(default)]
@@ -107,6 +115,7 @@ impl Default for SinkConfig {
             redis: None,
             postgres: None,
             clickhouse: None,
+            rabbitmq: None,
             queue: QueueConfig::default(),
             batch: BatchConfig::default(),
             timeout: Self::default_timeout(),
@@ -137,6 +146,7 @@ impl SinkConfig {
             self.redis.is_some(),
             self.postgres.is_some(),
             self.clickhouse.is_some(),
+            self.rabbitmq.is_some(),
         ];
         BACKENDS
             .iter()
@@ -159,6 +169,7 @@ pub const BACKENDS: &[&str] = &[
     "redis",
     "postgres",
     "clickhouse",
+    "rabbitmq",
 ];
 
 /// Files of spans on local disk.

@@ -10,7 +10,7 @@ use crate::policy::{
 };
 use crate::sink::{
     ClickHouseSinkConfig, ElasticsearchSinkConfig, FileSinkConfig, KafkaSinkConfig, OtlpSinkConfig,
-    PostgresSinkConfig, RedisSinkConfig, S3SinkConfig, SinkConfig,
+    PostgresSinkConfig, RabbitMqSinkConfig, RedisSinkConfig, S3SinkConfig, SinkConfig,
 };
 use crate::units::{ByteSize, Duration};
 use crate::{ExporterConfig, ListenerConfig};
@@ -273,6 +273,9 @@ impl Validator {
                 sink.timeout,
                 path,
             );
+        }
+        if let Some(rabbitmq) = &sink.rabbitmq {
+            self.rabbitmq(&format!("{path}.rabbitmq"), rabbitmq, sink.timeout, path);
         }
         self.queue(&format!("{path}.queue"), &sink.queue);
         self.batch(&format!("{path}.batch"), &sink.batch, &sink.queue);
@@ -660,6 +663,89 @@ impl Validator {
                 "exactly one of stream and trace may be set, found both",
             ),
         }
+    }
+
+    fn rabbitmq(
+        &mut self,
+        path: &str,
+        r: &RabbitMqSinkConfig,
+        sink_timeout: Duration,
+        sink_path: &str,
+    ) {
+        let host_ok = !r.host.trim().is_empty() && !r.host.contains("://") && !r.host.contains('/');
+        self.check(
+            host_ok,
+            format!("{path}.host"),
+            format!("{:?} must be a host name or IP address (no scheme or path), e.g. rabbitmq.messaging.svc", r.host),
+        );
+        if r.port == Some(0) {
+            self.error(format!("{path}.port"), "must be 1-65535");
+        }
+        // AMQP short strings are at most 255 bytes.
+        for (field, value) in [
+            ("vhost", &r.vhost),
+            ("username", &r.username),
+            ("exchange", &r.exchange),
+            ("routing_key", &r.routing_key),
+        ] {
+            self.check(
+                value.len() <= 255,
+                format!("{path}.{field}"),
+                format!("must be at most 255 bytes (got {})", value.len()),
+            );
+        }
+        self.check(
+            !r.username.is_empty(),
+            format!("{path}.username"),
+            "must not be empty",
+        );
+        match &r.password_env {
+            Some(name) => self.env_name(format!("{path}.password_env"), name),
+            None => self.check(
+                r.username == "guest",
+                format!("{path}.password_env"),
+                format!(
+                    "is required for user {:?}: name the environment variable holding the password, e.g. RABBITMQ_PASSWORD",
+                    r.username
+                ),
+            ),
+        }
+        let exchange_ok = r
+            .exchange
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        self.check(
+            exchange_ok,
+            format!("{path}.exchange"),
+            format!(
+                "{:?} is not an exchange name (letters, digits, '-', '_', '.', ':')",
+                r.exchange
+            ),
+        );
+        if r.exchange.is_empty() && r.routing_key.is_empty() {
+            self.error(
+                format!("{path}.routing_key"),
+                "must name the target queue when exchange is the default exchange (\"\")",
+            );
+        }
+        if r.declare.is_some() {
+            self.check(
+                !r.exchange.is_empty() && !r.exchange.starts_with("amq."),
+                format!("{path}.declare"),
+                "the default exchange and amq.* exchanges cannot be declared; unset declare",
+            );
+        }
+        self.min_size(
+            format!("{path}.max_message_bytes"),
+            r.max_message_bytes,
+            ByteSize::kib(1),
+        );
+        // RabbitMQ refuses larger messages whatever its max_message_size says.
+        self.check(
+            r.max_message_bytes <= ByteSize::mib(512),
+            format!("{path}.max_message_bytes"),
+            format!("must be at most 512MiB (got {})", r.max_message_bytes),
+        );
         self.positive(
             &format!("{path}.connect_timeout"),
             r.connect_timeout.get().is_zero(),
@@ -805,6 +891,18 @@ impl Validator {
                     "is not a ClickHouse setting name (lowercase letters, digits, '_')",
                 );
             }
+        }
+        self.check(
+            r.connect_timeout.get() < sink_timeout.get(),
+            format!("{path}.connect_timeout"),
+            format!("must be shorter than {sink_path}.timeout ({sink_timeout})"),
+        );
+        if let Some(tls) = &r.tls {
+            self.check(
+                tls.cert_file.is_some() == tls.key_file.is_some(),
+                format!("{path}.tls"),
+                "cert_file and key_file must be set together (mutual TLS) or not at all",
+            );
         }
     }
 
@@ -1125,6 +1223,55 @@ mod tests {
             errs.iter().any(|e| e
                 .starts_with("sinks.Main_Sink.rate_limit.burst: must be >= batch.max_spans (512)")),
             "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn rabbitmq_settings_are_checked_with_their_paths() {
+        assert!(
+            errors(
+                "sinks:\n  events:\n    rabbitmq: {host: rabbitmq.messaging.svc, exchange: spans, declare: {}}\n"
+            )
+            .is_empty()
+        );
+        let errs = errors(
+            "sinks:\n  events:\n    timeout: 5s\n    rabbitmq:\n      host: 'amqp://rabbit'\n      port: 0\n      username: spansink\n      exchange: 'amq.topic'\n      declare: {type: direct}\n      max_message_bytes: 100\n      connect_timeout: 5s\n      tls: {cert_file: /tls/tls.crt}\n",
+        );
+        for expected in [
+            "sinks.events.rabbitmq.host: \"amqp://rabbit\" must be a host name",
+            "sinks.events.rabbitmq.port: must be 1-65535",
+            "sinks.events.rabbitmq.password_env: is required for user \"spansink\"",
+            "sinks.events.rabbitmq.declare: the default exchange and amq.* exchanges cannot be declared",
+            "sinks.events.rabbitmq.max_message_bytes: must be at least 1KiB",
+            "sinks.events.rabbitmq.connect_timeout: must be shorter than sinks.events.timeout (5s)",
+            "sinks.events.rabbitmq.tls: cert_file and key_file must be set together",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+        let errs = errors(
+            "sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: 'bad name', password_env: 'my pw'}\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.events.rabbitmq.exchange: \"bad name\" is not an exchange name"
+            )),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.events.rabbitmq.password_env: \"my pw\" is not an environment variable name"
+            )),
+            "{errs:#?}"
+        );
+        let errs = errors("sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: ''}\n");
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("sinks.events.rabbitmq.routing_key: must name the target queue")),
+            "{errs:#?}"
         );
     }
 

@@ -9,13 +9,14 @@ use spansink_config::{ExporterConfig, SinkConfig};
 use crate::telemetry::metrics::Metrics;
 
 use super::blackhole::BlackholeSink;
-use super::elasticsearch::ElasticsearchSink;
 use super::clickhouse::ClickHouseSink;
+use super::elasticsearch::ElasticsearchSink;
 use super::file::FileSink;
 use super::kafka::KafkaSink;
 use super::otlp::OtlpSink;
-use super::redis::RedisSink;
 use super::postgres::PostgresSink;
+use super::rabbitmq::RabbitMqSink;
+use super::redis::RedisSink;
 use super::s3::S3Sink;
 use super::stdout::StdoutSink;
 use super::{BuildError, SharedSink};
@@ -76,6 +77,8 @@ pub async fn build(
         Arc::new(PostgresSink::new(name, postgres, metrics)?)
     } else if let Some(clickhouse) = &config.clickhouse {
         Arc::new(ClickHouseSink::new(name, clickhouse, metrics)?)
+    } else if let Some(rabbitmq) = &config.rabbitmq {
+        Arc::new(RabbitMqSink::new(name, rabbitmq, metrics)?)
     } else {
         return Err(BuildError {
             sink: name.to_string(),

@@ -5,14 +5,15 @@
 
 pub mod blackhole;
 mod build;
-pub mod elasticsearch;
 pub mod clickhouse;
+pub mod elasticsearch;
 pub mod file;
 mod io_error;
 pub mod kafka;
 pub mod otlp;
-pub mod redis;
 pub mod postgres;
+pub mod rabbitmq;
+pub mod redis;
 pub mod s3;
 pub mod stdout;
 

@@ -6,11 +6,12 @@
 // uses only its own server, so the others would warn as dead code.
 #![allow(dead_code)]
 
+pub mod clickhouse;
 pub mod elasticsearch;
 pub mod moto;
-pub mod redis;
 pub mod postgres;
-pub mod clickhouse;
+pub mod rabbitmq;
+pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
