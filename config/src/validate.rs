@@ -263,6 +263,9 @@ impl Validator {
         if let Some(redis) = &sink.redis {
             self.redis(&format!("{path}.redis"), redis, sink.timeout, path);
         }
+        if let Some(rabbitmq) = &sink.rabbitmq {
+            self.rabbitmq(&format!("{path}.rabbitmq"), rabbitmq, sink.timeout, path);
+        }
         if let Some(postgres) = &sink.postgres {
             self.postgres(&format!("{path}.postgres"), postgres);
         }
@@ -273,9 +276,6 @@ impl Validator {
                 sink.timeout,
                 path,
             );
-        }
-        if let Some(rabbitmq) = &sink.rabbitmq {
-            self.rabbitmq(&format!("{path}.rabbitmq"), rabbitmq, sink.timeout, path);
         }
         self.queue(&format!("{path}.queue"), &sink.queue);
         self.batch(&format!("{path}.batch"), &sink.batch, &sink.queue);
@@ -663,6 +663,22 @@ impl Validator {
                 "exactly one of stream and trace may be set, found both",
             ),
         }
+        self.positive(
+            &format!("{path}.connect_timeout"),
+            r.connect_timeout.get().is_zero(),
+        );
+        self.positive(
+            &format!("{path}.response_timeout"),
+            r.response_timeout.get().is_zero(),
+        );
+        self.check(
+            r.response_timeout < sink_timeout,
+            format!("{path}.response_timeout"),
+            format!(
+                "must be shorter than {sink_path}.timeout ({sink_timeout}), so a slow reply fails the export before the call is abandoned (got {})",
+                r.response_timeout
+            ),
+        );
     }
 
     fn rabbitmq(
@@ -750,18 +766,18 @@ impl Validator {
             &format!("{path}.connect_timeout"),
             r.connect_timeout.get().is_zero(),
         );
-        self.positive(
-            &format!("{path}.response_timeout"),
-            r.response_timeout.get().is_zero(),
-        );
         self.check(
-            r.response_timeout < sink_timeout,
-            format!("{path}.response_timeout"),
-            format!(
-                "must be shorter than {sink_path}.timeout ({sink_timeout}), so a slow reply fails the export before the call is abandoned (got {})",
-                r.response_timeout
-            ),
+            r.connect_timeout.get() < sink_timeout.get(),
+            format!("{path}.connect_timeout"),
+            format!("must be shorter than {sink_path}.timeout ({sink_timeout})"),
         );
+        if let Some(tls) = &r.tls {
+            self.check(
+                tls.cert_file.is_some() == tls.key_file.is_some(),
+                format!("{path}.tls"),
+                "cert_file and key_file must be set together (mutual TLS) or not at all",
+            );
+        }
     }
 
     fn postgres(&mut self, path: &str, p: &PostgresSinkConfig) {
@@ -891,18 +907,6 @@ impl Validator {
                     "is not a ClickHouse setting name (lowercase letters, digits, '_')",
                 );
             }
-        }
-        self.check(
-            r.connect_timeout.get() < sink_timeout.get(),
-            format!("{path}.connect_timeout"),
-            format!("must be shorter than {sink_path}.timeout ({sink_timeout})"),
-        );
-        if let Some(tls) = &r.tls {
-            self.check(
-                tls.cert_file.is_some() == tls.key_file.is_some(),
-                format!("{path}.tls"),
-                "cert_file and key_file must be set together (mutual TLS) or not at all",
-            );
         }
     }
 
@@ -1227,55 +1231,6 @@ mod tests {
     }
 
     #[test]
-    fn rabbitmq_settings_are_checked_with_their_paths() {
-        assert!(
-            errors(
-                "sinks:\n  events:\n    rabbitmq: {host: rabbitmq.messaging.svc, exchange: spans, declare: {}}\n"
-            )
-            .is_empty()
-        );
-        let errs = errors(
-            "sinks:\n  events:\n    timeout: 5s\n    rabbitmq:\n      host: 'amqp://rabbit'\n      port: 0\n      username: spansink\n      exchange: 'amq.topic'\n      declare: {type: direct}\n      max_message_bytes: 100\n      connect_timeout: 5s\n      tls: {cert_file: /tls/tls.crt}\n",
-        );
-        for expected in [
-            "sinks.events.rabbitmq.host: \"amqp://rabbit\" must be a host name",
-            "sinks.events.rabbitmq.port: must be 1-65535",
-            "sinks.events.rabbitmq.password_env: is required for user \"spansink\"",
-            "sinks.events.rabbitmq.declare: the default exchange and amq.* exchanges cannot be declared",
-            "sinks.events.rabbitmq.max_message_bytes: must be at least 1KiB",
-            "sinks.events.rabbitmq.connect_timeout: must be shorter than sinks.events.timeout (5s)",
-            "sinks.events.rabbitmq.tls: cert_file and key_file must be set together",
-        ] {
-            assert!(
-                errs.iter().any(|e| e.starts_with(expected)),
-                "missing {expected:?} in {errs:#?}"
-            );
-        }
-        let errs = errors(
-            "sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: 'bad name', password_env: 'my pw'}\n",
-        );
-        assert!(
-            errs.iter().any(|e| e.starts_with(
-                "sinks.events.rabbitmq.exchange: \"bad name\" is not an exchange name"
-            )),
-            "{errs:#?}"
-        );
-        assert!(
-            errs.iter().any(|e| e.starts_with(
-                "sinks.events.rabbitmq.password_env: \"my pw\" is not an environment variable name"
-            )),
-            "{errs:#?}"
-        );
-        let errs = errors("sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: ''}\n");
-        assert!(
-            errs.iter()
-                .any(|e| e
-                    .starts_with("sinks.events.rabbitmq.routing_key: must name the target queue")),
-            "{errs:#?}"
-        );
-    }
-
-    #[test]
     fn kafka_and_s3_defaults_pass() {
         assert_eq!(
             errors(
@@ -1520,5 +1475,54 @@ mod tests {
         assert!(redis_url("redis://h/3").is_ok());
         assert!(redis_url("rediss://h:6380/0").is_ok());
         assert!(redis_url("redis://[::1:6379").is_err());
+    }
+
+    #[test]
+    fn rabbitmq_settings_are_checked_with_their_paths() {
+        assert!(
+            errors(
+                "sinks:\n  events:\n    rabbitmq: {host: rabbitmq.messaging.svc, exchange: spans, declare: {}}\n"
+            )
+            .is_empty()
+        );
+        let errs = errors(
+            "sinks:\n  events:\n    timeout: 5s\n    rabbitmq:\n      host: 'amqp://rabbit'\n      port: 0\n      username: spansink\n      exchange: 'amq.topic'\n      declare: {type: direct}\n      max_message_bytes: 100\n      connect_timeout: 5s\n      tls: {cert_file: /tls/tls.crt}\n",
+        );
+        for expected in [
+            "sinks.events.rabbitmq.host: \"amqp://rabbit\" must be a host name",
+            "sinks.events.rabbitmq.port: must be 1-65535",
+            "sinks.events.rabbitmq.password_env: is required for user \"spansink\"",
+            "sinks.events.rabbitmq.declare: the default exchange and amq.* exchanges cannot be declared",
+            "sinks.events.rabbitmq.max_message_bytes: must be at least 1KiB",
+            "sinks.events.rabbitmq.connect_timeout: must be shorter than sinks.events.timeout (5s)",
+            "sinks.events.rabbitmq.tls: cert_file and key_file must be set together",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+        let errs = errors(
+            "sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: 'bad name', password_env: 'my pw'}\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.events.rabbitmq.exchange: \"bad name\" is not an exchange name"
+            )),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.events.rabbitmq.password_env: \"my pw\" is not an environment variable name"
+            )),
+            "{errs:#?}"
+        );
+        let errs = errors("sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: ''}\n");
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("sinks.events.rabbitmq.routing_key: must name the target queue")),
+            "{errs:#?}"
+        );
     }
 }
