@@ -54,7 +54,7 @@ pub fn fields(body: &[u8]) -> Fields<'_> {
 impl<'a> Iterator for Fields<'a> {
     type Item = Result<(u32, FieldValue<'a>), WireError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;
@@ -68,7 +68,10 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
-#[inline]
+// Inlined everywhere: it is the innermost loop of every walk, and inlined the compiler keeps
+// the field in registers instead of returning it through memory (measured: ~15% of the
+// exporter's CPU time went to the out-of-line call).
+#[inline(always)]
 fn read_field<'a>(rest: &mut &'a [u8]) -> Result<(u32, FieldValue<'a>), WireError> {
     let key = read_varint(rest)?;
     let wire_type = (key & 7) as u8;
@@ -118,7 +121,7 @@ fn skip_group(rest: &mut &[u8], field: u32, depth: u32) -> Result<(), WireError>
     }
 }
 
-#[inline]
+#[inline(always)]
 fn read_varint(rest: &mut &[u8]) -> Result<u64, WireError> {
     match rest.first() {
         Some(&byte) if byte < 0x80 => {
@@ -141,7 +144,7 @@ fn read_varint_long(rest: &mut &[u8]) -> Result<u64, WireError> {
     Err(malformed("invalid varint"))
 }
 
-#[inline]
+#[inline(always)]
 fn take_array<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], WireError> {
     match rest.split_first_chunk::<N>() {
         Some((head, tail)) => {
@@ -273,7 +276,7 @@ impl RepeatedRange {
 }
 
 /// Walks `body` calling `on_field(number, value, start, end)` with each field's byte range.
-#[inline]
+#[inline(always)]
 fn walk<'a>(
     body: &'a [u8],
     mut on_field: impl FnMut(u32, FieldValue<'a>, usize, usize) -> Result<(), WireError>,
