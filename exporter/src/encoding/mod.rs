@@ -1,8 +1,11 @@
 //! Span encodings shared by sinks: one canonical flat span model ([`flat`]) rendered as
 //! JSON Lines or CSV with typed attribute values. Not I/O: sinks own files and clients.
 //!
-//! Encoders read a decoded request through borrowed views and append to a caller's
-//! reused buffer: no per-span allocation, no intermediate JSON tree.
+//! Encoders append to a caller's reused buffer: no per-span allocation, no intermediate
+//! JSON tree. They read either a decoded request ([`encode_request`]) or, byte for byte the
+//! same output, the request's wire bytes through [`otlp::view`](crate::otlp::view)
+//! ([`encode_wire_request`]), which skips the decode into owned structs (the file sink's
+//! path: the decode cost more than the encoding).
 
 pub mod attributes;
 pub mod csv;

@@ -12,6 +12,9 @@
 //!   last batch even when gzipped) until the next batch or shutdown.
 //! - A failed batch is cut off the file again (nothing half-written stays) and the file
 //!   is closed; the retry starts a new file.
+//! - Lines are encoded straight from each request's wire bytes (`otlp::view`), never
+//!   decoded into owned structs: the same bytes as encoding the decoded request, for about
+//!   half the CPU.
 //! - Blocking file I/O and encoding run on tokio's blocking pool (`spawn_blocking`),
 //!   never on the runtime's worker threads, which also drive the receivers: a slow disk
 //!   or an fsync then stalls only this sink. `block_in_place` was not used because it
