@@ -1,6 +1,7 @@
 //! Encoding throughput for 512-span requests with 10 attributes per span: prost decode
-//! alone (the ceiling), decode + JSON Lines, decode + CSV, and the whole file sink export
-//! (decode, encode, write to a temporary file). Prints spans per second of wall time and
+//! alone (the ceiling), decode + JSON Lines, decode + CSV, the same encoders reading the
+//! wire bytes through `otlp::view` (no decode), and the whole file sink export (view
+//! encode, write to a temporary file). Prints spans per second of wall time and
 //! per process CPU-second. Not a test: `cargo bench -p spansink-exporter --bench encoding`.
 
 use std::time::{Duration, Instant};
@@ -13,7 +14,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 use spansink_config::{Compression, FileFormat, FileSinkConfig};
-use spansink_exporter::encoding::{CsvEncoder, JsonLinesEncoder, encode_request};
+use spansink_exporter::encoding::{
+    CsvEncoder, JsonLinesEncoder, encode_request, encode_wire_request,
+};
 use spansink_exporter::otlp::{Batch, TraceData};
 use spansink_exporter::sinks::{FileSink, Sink};
 
@@ -152,6 +155,16 @@ fn main() {
         let r = ExportTraceServiceRequest::decode(encoded.as_slice()).unwrap_or_default();
         encode_request(&mut csv, &r, &mut out);
         std::hint::black_box(&out).len()
+    });
+    measure("view jsonl (no decode)", || {
+        out.clear();
+        let spans = encode_wire_request(&mut json, &encoded, &mut out);
+        std::hint::black_box(spans).map_or(0, |_| out.len())
+    });
+    measure("view csv (no decode)", || {
+        out.clear();
+        let spans = encode_wire_request(&mut csv, &encoded, &mut out);
+        std::hint::black_box(spans).map_or(0, |_| out.len())
     });
     let decoded = ExportTraceServiceRequest::decode(encoded.as_slice()).unwrap_or_default();
     measure("jsonl encode only", || {

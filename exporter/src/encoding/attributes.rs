@@ -33,7 +33,11 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::json_text::{write_finite_f64, write_i64, write_key, write_str};
+use super::json_text::{
+    write_finite_f64, write_i64, write_key, write_str, write_utf8_key, write_utf8_str,
+};
+use crate::otlp::WireError;
+use crate::otlp::view::{KeyValueView, ValueView};
 
 /// Key of the tag object holding a bytes value.
 pub const BYTES_TAG: &str = "bytes_base64";
@@ -69,17 +73,7 @@ pub fn write_value(out: &mut Vec<u8>, value: Option<&AnyValue>) {
         Value::StringValue(s) => write_str(out, s),
         Value::BoolValue(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::IntValue(i) => write_i64(out, *i),
-        Value::DoubleValue(d) if d.is_finite() => write_finite_f64(out, *d),
-        Value::DoubleValue(d) => {
-            let text = if d.is_nan() {
-                "NaN"
-            } else if *d > 0.0 {
-                "Infinity"
-            } else {
-                "-Infinity"
-            };
-            write_tagged(out, DOUBLE_TAG, |out| write_str(out, text));
-        }
+        Value::DoubleValue(d) => write_double(out, *d),
         Value::ArrayValue(array) => {
             out.push(b'[');
             for (i, v) in array.values.iter().enumerate() {
@@ -98,11 +92,7 @@ pub fn write_value(out: &mut Vec<u8>, value: Option<&AnyValue>) {
                 write_attributes(out, &list.values);
             }
         }
-        Value::BytesValue(bytes) => write_tagged(out, BYTES_TAG, |out| {
-            out.push(b'"');
-            out.extend_from_slice(BASE64.encode(bytes).as_bytes());
-            out.push(b'"');
-        }),
+        Value::BytesValue(bytes) => write_bytes(out, bytes),
         // Profiling-only reference into a string table this signal does not have.
         Value::StringValueStrindex(_) => out.extend_from_slice(b"null"),
     }
@@ -113,6 +103,104 @@ fn write_tagged(out: &mut Vec<u8>, tag: &str, inner: impl FnOnce(&mut Vec<u8>)) 
     write_key(out, tag);
     inner(out);
     out.push(b'}');
+}
+
+/// A double: a number when finite, else its tag object.
+fn write_double(out: &mut Vec<u8>, d: f64) {
+    if d.is_finite() {
+        return write_finite_f64(out, d);
+    }
+    let text = if d.is_nan() {
+        "NaN"
+    } else if d > 0.0 {
+        "Infinity"
+    } else {
+        "-Infinity"
+    };
+    write_tagged(out, DOUBLE_TAG, |out| write_str(out, text));
+}
+
+/// Bytes as their tag object with standard padded base64.
+fn write_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_tagged(out, BYTES_TAG, |out| {
+        out.push(b'"');
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(bytes.len(), true).unwrap_or(0),
+            0,
+        );
+        // Cannot fail: the target is exactly the encoded length.
+        let written = BASE64.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+        out.truncate(start + written);
+        out.push(b'"');
+    });
+}
+
+/// Appends an attribute list read from the wire (the `KeyValue` bodies of a repeated field)
+/// as [`write_attributes`] writes the decoded list: the same bytes.
+pub fn write_attributes_view<'a>(
+    out: &mut Vec<u8>,
+    entries: impl Iterator<Item = Result<&'a [u8], WireError>>,
+) -> Result<(), WireError> {
+    out.push(b'{');
+    for (i, entry) in entries.enumerate() {
+        let kv = KeyValueView::parse(entry?)?;
+        if i > 0 {
+            out.push(b',');
+        }
+        write_utf8_key(out, kv.key);
+        write_value_view(out, kv.value.as_deref())?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Appends one value read from the wire (an `AnyValue` body; `None` when the key-value has
+/// no value) as [`write_value`] writes the decoded value.
+pub fn write_value_view(out: &mut Vec<u8>, value: Option<&[u8]>) -> Result<(), WireError> {
+    let Some(body) = value else {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    };
+    match ValueView::parse(body)? {
+        ValueView::String(s) => write_utf8_str(out, s),
+        ValueView::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        ValueView::Int(i) => write_i64(out, i),
+        ValueView::Double(d) => write_double(out, d),
+        ValueView::Array(array) => {
+            out.push(b'[');
+            for (i, element) in ValueView::elements(&array).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value_view(out, Some(element?))?;
+            }
+            out.push(b']');
+        }
+        ValueView::Kvlist(list) => {
+            let mut entries = ValueView::elements(&list);
+            let looks_like_tag = match (entries.next(), entries.next()) {
+                (Some(only), None) => is_tag_bytes(KeyValueView::parse(only?)?.key),
+                _ => false,
+            };
+            if looks_like_tag {
+                out.push(b'{');
+                write_key(out, KVLIST_TAG);
+                write_attributes_view(out, ValueView::elements(&list))?;
+                out.push(b'}');
+            } else {
+                write_attributes_view(out, ValueView::elements(&list))?;
+            }
+        }
+        ValueView::Bytes(bytes) => write_bytes(out, bytes),
+        // As in `write_value`: no value, or a profiling-only string table reference.
+        ValueView::Empty | ValueView::StringIndex(_) => out.extend_from_slice(b"null"),
+    }
+    Ok(())
+}
+
+fn is_tag_bytes(key: &[u8]) -> bool {
+    std::str::from_utf8(key).is_ok_and(is_tag)
 }
 
 /// Parses an attribute object written by [`write_attributes`] (e.g. a CSV column).

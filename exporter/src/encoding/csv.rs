@@ -10,9 +10,14 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 
 use super::LineEncoder;
 use super::attributes::write_attributes;
+use super::attributes::write_attributes_view;
 use super::flat::{self, FIELDS, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name};
-use super::json::{write_entity_refs, write_events, write_links};
+use super::json::{
+    write_entity_refs, write_events, write_events_view, write_links, write_links_view,
+};
 use super::json_text::{write_hex, write_u64};
+use crate::otlp::WireError;
+use crate::otlp::view::SpanView;
 
 /// Writes CSV rows. As with JSON Lines, the resource and scope columns are rendered once
 /// per scope group.
@@ -34,6 +39,18 @@ impl CsvEncoder {
         self.json.clear();
         render(&mut self.json);
         write_field(out, &self.json);
+    }
+
+    /// [`json_field`](Self::json_field) for a rendering that reads the wire and can fail.
+    fn try_json_field(
+        &mut self,
+        out: &mut Vec<u8>,
+        render: impl FnOnce(&mut Vec<u8>) -> Result<(), WireError>,
+    ) -> Result<(), WireError> {
+        self.json.clear();
+        render(&mut self.json)?;
+        write_field(out, &self.json);
+        Ok(())
     }
 }
 
@@ -115,6 +132,52 @@ impl LineEncoder for CsvEncoder {
         out.push(b',');
         write_u64(out, span.dropped_links_count.into());
         out.extend_from_slice(&self.suffix);
+    }
+
+    fn encode_view_line(
+        &mut self,
+        span: &SpanView<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        out.extend_from_slice(&self.prefix);
+        write_hex(out, span.trace_id);
+        out.push(b',');
+        write_hex(out, span.span_id);
+        out.push(b',');
+        write_hex(out, span.parent_span_id);
+        out.push(b',');
+        write_field(out, span.trace_state);
+        out.push(b',');
+        write_u64(out, span.flags.into());
+        out.push(b',');
+        write_field(out, span.name);
+        out.push(b',');
+        write_enum(out, &SPAN_KINDS, span.kind);
+        out.push(b',');
+        write_u64(out, span.start_time_unix_nano);
+        out.push(b',');
+        write_u64(out, span.end_time_unix_nano);
+        out.push(b',');
+        write_u64(out, span.duration_ns());
+        let (code, message) = span.status()?;
+        out.push(b',');
+        write_enum(out, &STATUS_CODES, code);
+        out.push(b',');
+        write_field(out, message);
+        out.push(b',');
+        self.try_json_field(out, |o| write_attributes_view(o, span.attributes.iter()))?;
+        out.push(b',');
+        write_u64(out, span.dropped_attributes_count.into());
+        out.push(b',');
+        self.try_json_field(out, |o| write_events_view(o, span.events))?;
+        out.push(b',');
+        write_u64(out, span.dropped_events_count.into());
+        out.push(b',');
+        self.try_json_field(out, |o| write_links_view(o, span.links))?;
+        out.push(b',');
+        write_u64(out, span.dropped_links_count.into());
+        out.extend_from_slice(&self.suffix);
+        Ok(())
     }
 }
 

@@ -9,6 +9,8 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 
+use crate::otlp::view::GroupView;
+
 /// The fields of a flat span, in the order every encoding writes them: JSON object keys,
 /// CSV header columns, and (later) SQL column names.
 ///
@@ -97,6 +99,36 @@ pub struct ScopeGroup<'a> {
 }
 
 impl<'a> ScopeGroup<'a> {
+    /// A group from its parts; `service_name` is derived from the resource's attributes.
+    pub fn new(
+        resource: Option<&'a Resource>,
+        resource_schema_url: &'a str,
+        scope: Option<&'a InstrumentationScope>,
+        scope_schema_url: &'a str,
+        spans: &'a [Span],
+    ) -> Self {
+        Self {
+            resource,
+            resource_schema_url,
+            scope,
+            scope_schema_url,
+            service_name: resource.map_or("", |r| service_name(&r.attributes)),
+            spans,
+        }
+    }
+
+    /// The group of a request read through [`crate::otlp::view`]: its spans are read from
+    /// the view, so [`spans`](Self::spans) is empty.
+    pub fn of_view<'v: 'a>(group: &GroupView<'a, 'v>) -> Self {
+        Self::new(
+            group.resource,
+            group.resource_schema_url,
+            group.scope,
+            group.scope_schema_url,
+            &[],
+        )
+    }
+
     pub fn spans(&self) -> &'a [Span] {
         self.spans
     }
@@ -198,14 +230,14 @@ pub fn status(span: &Span) -> (i32, &str) {
 pub fn scope_groups(request: &ExportTraceServiceRequest) -> impl Iterator<Item = ScopeGroup<'_>> {
     request.resource_spans.iter().flat_map(|rs| {
         let resource = rs.resource.as_ref();
-        let service_name = resource.map_or("", |r| service_name(&r.attributes));
-        rs.scope_spans.iter().map(move |ss| ScopeGroup {
-            resource,
-            resource_schema_url: &rs.schema_url,
-            scope: ss.scope.as_ref(),
-            scope_schema_url: &ss.schema_url,
-            service_name,
-            spans: &ss.spans,
+        rs.scope_spans.iter().map(move |ss| {
+            ScopeGroup::new(
+                resource,
+                &rs.schema_url,
+                ss.scope.as_ref(),
+                &ss.schema_url,
+                &ss.spans,
+            )
         })
     })
 }

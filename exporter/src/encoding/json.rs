@@ -20,9 +20,11 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny};
 
 use super::LineEncoder;
-use super::attributes::{Attributes, write_attributes};
+use super::attributes::{Attributes, write_attributes, write_attributes_view};
 use super::flat::{self, FlatSpan, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name, enum_value};
-use super::json_text::{write_hex_str, write_str, write_u64};
+use super::json_text::{write_hex_str, write_str, write_u64, write_utf8_str};
+use crate::otlp::WireError;
+use crate::otlp::view::{EventView, LinkView, Repeated, SpanView};
 
 /// Writes JSON Lines. The resource and scope part of a line is rendered once per scope
 /// group and copied into each line, since it is the same for all of the group's spans.
@@ -53,6 +55,18 @@ impl LineEncoder for JsonLinesEncoder {
         write_span_fields(out, span);
         out.extend_from_slice(&self.suffix);
         out.push(b'\n');
+    }
+
+    fn encode_view_line(
+        &mut self,
+        span: &SpanView<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        out.extend_from_slice(&self.prefix);
+        write_span_view_fields(out, span)?;
+        out.extend_from_slice(&self.suffix);
+        out.push(b'\n');
+        Ok(())
     }
 }
 
@@ -107,6 +121,48 @@ fn write_span_fields(out: &mut Vec<u8>, span: &Span) {
     write_links(out, &span.links);
     out.extend_from_slice(b",\"dropped_links_count\":");
     write_u64(out, span.dropped_links_count.into());
+}
+
+/// [`write_span_fields`] for a span read from the wire: the same bytes.
+fn write_span_view_fields(out: &mut Vec<u8>, span: &SpanView<'_>) -> Result<(), WireError> {
+    out.extend_from_slice(b"\"trace_id\":");
+    write_hex_str(out, span.trace_id);
+    out.extend_from_slice(b",\"span_id\":");
+    write_hex_str(out, span.span_id);
+    out.extend_from_slice(b",\"parent_span_id\":");
+    write_hex_str(out, span.parent_span_id);
+    out.extend_from_slice(b",\"trace_state\":");
+    write_utf8_str(out, span.trace_state);
+    out.extend_from_slice(b",\"flags\":");
+    write_u64(out, span.flags.into());
+    out.extend_from_slice(b",\"name\":");
+    write_utf8_str(out, span.name);
+    out.extend_from_slice(b",\"kind\":");
+    write_enum(out, &SPAN_KINDS, span.kind);
+    out.extend_from_slice(b",\"start_time_unix_nano\":");
+    write_u64(out, span.start_time_unix_nano);
+    out.extend_from_slice(b",\"end_time_unix_nano\":");
+    write_u64(out, span.end_time_unix_nano);
+    out.extend_from_slice(b",\"duration_ns\":");
+    write_u64(out, span.duration_ns());
+    let (code, message) = span.status()?;
+    out.extend_from_slice(b",\"status_code\":");
+    write_enum(out, &STATUS_CODES, code);
+    out.extend_from_slice(b",\"status_message\":");
+    write_utf8_str(out, message);
+    out.extend_from_slice(b",\"attributes\":");
+    write_attributes_view(out, span.attributes.iter())?;
+    out.extend_from_slice(b",\"dropped_attributes_count\":");
+    write_u64(out, span.dropped_attributes_count.into());
+    out.extend_from_slice(b",\"events\":");
+    write_events_view(out, span.events)?;
+    out.extend_from_slice(b",\"dropped_events_count\":");
+    write_u64(out, span.dropped_events_count.into());
+    out.extend_from_slice(b",\"links\":");
+    write_links_view(out, span.links)?;
+    out.extend_from_slice(b",\"dropped_links_count\":");
+    write_u64(out, span.dropped_links_count.into());
+    Ok(())
 }
 
 fn write_group_suffix(out: &mut Vec<u8>, group: &ScopeGroup<'_>) {
@@ -187,6 +243,54 @@ pub fn write_links(out: &mut Vec<u8>, links: &[Link]) {
         write_u64(out, link.dropped_attributes_count.into());
         out.push(b'}');
     });
+}
+
+/// [`write_events`] for the events of a span read from the wire: the same bytes.
+pub fn write_events_view(out: &mut Vec<u8>, events: Repeated<'_>) -> Result<(), WireError> {
+    out.push(b'[');
+    for (i, body) in events.iter().enumerate() {
+        let event = EventView::parse(body?)?;
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"time_unix_nano\":");
+        write_u64(out, event.time_unix_nano);
+        out.extend_from_slice(b",\"name\":");
+        write_utf8_str(out, event.name);
+        out.extend_from_slice(b",\"attributes\":");
+        write_attributes_view(out, event.attributes.iter())?;
+        out.extend_from_slice(b",\"dropped_attributes_count\":");
+        write_u64(out, event.dropped_attributes_count.into());
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// [`write_links`] for the links of a span read from the wire: the same bytes.
+pub fn write_links_view(out: &mut Vec<u8>, links: Repeated<'_>) -> Result<(), WireError> {
+    out.push(b'[');
+    for (i, body) in links.iter().enumerate() {
+        let link = LinkView::parse(body?)?;
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"trace_id\":");
+        write_hex_str(out, link.trace_id);
+        out.extend_from_slice(b",\"span_id\":");
+        write_hex_str(out, link.span_id);
+        out.extend_from_slice(b",\"trace_state\":");
+        write_utf8_str(out, link.trace_state);
+        out.extend_from_slice(b",\"flags\":");
+        write_u64(out, link.flags.into());
+        out.extend_from_slice(b",\"attributes\":");
+        write_attributes_view(out, link.attributes.iter())?;
+        out.extend_from_slice(b",\"dropped_attributes_count\":");
+        write_u64(out, link.dropped_attributes_count.into());
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
 }
 
 /// Appends resource entity references as a JSON array.

@@ -25,14 +25,30 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `s` as a quoted JSON string.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    write_utf8_str(out, s.as_bytes());
+}
+
+/// Appends `utf8` (bytes known to be UTF-8, e.g. a string field of a scanned request) as a
+/// quoted JSON string.
+pub fn write_utf8_str(out: &mut Vec<u8>, utf8: &[u8]) {
+    out.reserve(utf8.len() + 2);
     out.push(b'"');
-    write_str_content(out, s);
+    write_utf8_content(out, utf8);
     out.push(b'"');
 }
 
 /// Appends the escaped characters of `s` without the surrounding quotes.
 pub fn write_str_content(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
+    write_utf8_content(out, s.as_bytes());
+}
+
+/// Appends the escaped characters of `bytes` (UTF-8) without the surrounding quotes.
+pub fn write_utf8_content(out: &mut Vec<u8>, bytes: &[u8]) {
+    // Most strings need no escaping: find out with a tight loop before copying in runs.
+    if !bytes.iter().any(|&b| ESCAPE[b as usize] != 0) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut run_start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape = ESCAPE[b as usize];
@@ -55,7 +71,12 @@ pub fn write_str_content(out: &mut Vec<u8>, s: &str) {
 
 /// Appends an object key and its colon: `"key":`.
 pub fn write_key(out: &mut Vec<u8>, key: &str) {
-    write_str(out, key);
+    write_utf8_key(out, key.as_bytes());
+}
+
+/// [`write_key`] for bytes known to be UTF-8.
+pub fn write_utf8_key(out: &mut Vec<u8>, utf8: &[u8]) {
+    write_utf8_str(out, utf8);
     out.push(b':');
 }
 

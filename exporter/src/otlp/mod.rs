@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod fixtures;
 pub mod payload;
+pub mod view;
 pub mod wire;
 
 pub use payload::{Batch, TraceData, span_count};
