@@ -11,3 +11,4 @@ pub mod receiver;
 pub mod reload;
 pub mod sinks;
 pub mod telemetry;
+pub mod tls;

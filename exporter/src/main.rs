@@ -71,6 +71,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One TLS crypto provider for the whole process, before any sink connects.
+    spansink_exporter::tls::install_crypto_provider();
     match cli.command {
         Command::Validate { config } => validate(&config),
         Command::Run {

@@ -58,6 +58,7 @@ impl ConnectionSettings {
         };
         let mut tls = OwnedTLSConfig::default();
         if let Some(t) = &config.tls {
+            crate::tls::install_crypto_provider();
             if let Some(ca) = &t.ca_file {
                 let pem = read(ca, "ca_file")?;
                 tls.cert_chain = Some(

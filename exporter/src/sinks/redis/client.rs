@@ -58,6 +58,9 @@ impl RedisClient {
             settings = settings.set_password(password);
         }
         let info = info.set_redis_settings(settings);
+        if config.tls.is_some() || config.url.starts_with("rediss://") {
+            crate::tls::install_crypto_provider();
+        }
         let client = match config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             // A private CA (e.g. mounted from a Secret) instead of the system's CAs.
             Some(ca_file) => {
