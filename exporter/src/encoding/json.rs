@@ -22,7 +22,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny};
 use super::LineEncoder;
 use super::attributes::{Attributes, write_attributes, write_attributes_view};
 use super::flat::{self, FlatSpan, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name, enum_value};
-use super::json_text::{write_hex_str, write_str, write_u64, write_utf8_str};
+use super::json_text::{write_hex_str, write_str, write_str_content, write_u64, write_utf8_str};
 use crate::otlp::WireError;
 use crate::otlp::view::{EventView, LinkView, Repeated, SpanView};
 
@@ -84,6 +84,51 @@ fn write_group_prefix(out: &mut Vec<u8>, group: &ScopeGroup<'_>) {
 }
 
 fn write_span_fields(out: &mut Vec<u8>, span: &Span) {
+    write_span_fields_with(out, span, &mut Inline);
+}
+
+/// How the nested values of a flat span (attribute lists, events, links, entity refs) are
+/// written: as JSON (the file sink's lines, [`Inline`]) or as a JSON string holding that
+/// JSON text ([`AsJsonString`], for row stores whose text columns cannot take an object).
+/// Generic, not dyn: the file sink's hot path stays monomorphised.
+pub trait NestedValues {
+    fn write(&mut self, out: &mut Vec<u8>, render: impl FnOnce(&mut Vec<u8>));
+}
+
+/// Nested values as JSON arrays and objects.
+pub struct Inline;
+
+impl NestedValues for Inline {
+    #[inline(always)]
+    fn write(&mut self, out: &mut Vec<u8>, render: impl FnOnce(&mut Vec<u8>)) {
+        render(out);
+    }
+}
+
+/// Nested values as JSON strings of their JSON text; the scratch buffer is reused.
+#[derive(Debug, Default)]
+pub struct AsJsonString {
+    scratch: Vec<u8>,
+}
+
+impl NestedValues for AsJsonString {
+    fn write(&mut self, out: &mut Vec<u8>, render: impl FnOnce(&mut Vec<u8>)) {
+        self.scratch.clear();
+        render(&mut self.scratch);
+        out.push(b'"');
+        // The writers only produce UTF-8 (escaped Rust strings, numbers, base64); the
+        // lossy path is never taken, it only avoids a panic path.
+        match std::str::from_utf8(&self.scratch) {
+            Ok(text) => write_str_content(out, text),
+            Err(_) => write_str_content(out, &String::from_utf8_lossy(&self.scratch)),
+        }
+        out.push(b'"');
+    }
+}
+
+/// The span's own fields of a flat span (from `trace_id` to `dropped_links_count`), nested
+/// values written by `nested`.
+pub fn write_span_fields_with(out: &mut Vec<u8>, span: &Span, nested: &mut impl NestedValues) {
     out.extend_from_slice(b"\"trace_id\":");
     write_hex_str(out, &span.trace_id);
     out.extend_from_slice(b",\"span_id\":");
@@ -110,15 +155,15 @@ fn write_span_fields(out: &mut Vec<u8>, span: &Span) {
     out.extend_from_slice(b",\"status_message\":");
     write_str(out, message);
     out.extend_from_slice(b",\"attributes\":");
-    write_attributes(out, &span.attributes);
+    nested.write(out, |o| write_attributes(o, &span.attributes));
     out.extend_from_slice(b",\"dropped_attributes_count\":");
     write_u64(out, span.dropped_attributes_count.into());
     out.extend_from_slice(b",\"events\":");
-    write_events(out, &span.events);
+    nested.write(out, |o| write_events(o, &span.events));
     out.extend_from_slice(b",\"dropped_events_count\":");
     write_u64(out, span.dropped_events_count.into());
     out.extend_from_slice(b",\"links\":");
-    write_links(out, &span.links);
+    nested.write(out, |o| write_links(o, &span.links));
     out.extend_from_slice(b",\"dropped_links_count\":");
     write_u64(out, span.dropped_links_count.into());
 }
@@ -166,12 +211,22 @@ fn write_span_view_fields(out: &mut Vec<u8>, span: &SpanView<'_>) -> Result<(), 
 }
 
 fn write_group_suffix(out: &mut Vec<u8>, group: &ScopeGroup<'_>) {
+    write_group_suffix_with(out, group, &mut Inline);
+}
+
+/// The resource and scope fields that end a flat span, and the closing brace; nested
+/// values written by `nested`.
+pub fn write_group_suffix_with(
+    out: &mut Vec<u8>,
+    group: &ScopeGroup<'_>,
+    nested: &mut impl NestedValues,
+) {
     out.extend_from_slice(b",\"resource_attributes\":");
-    write_attributes(out, group.resource_attributes());
+    nested.write(out, |o| write_attributes(o, group.resource_attributes()));
     out.extend_from_slice(b",\"resource_dropped_attributes_count\":");
     write_u64(out, group.resource_dropped_attributes_count().into());
     out.extend_from_slice(b",\"resource_entity_refs\":");
-    write_entity_refs(out, group.resource_entity_refs());
+    nested.write(out, |o| write_entity_refs(o, group.resource_entity_refs()));
     out.extend_from_slice(b",\"resource_schema_url\":");
     write_str(out, group.resource_schema_url());
     out.extend_from_slice(b",\"scope_name\":");
@@ -179,7 +234,7 @@ fn write_group_suffix(out: &mut Vec<u8>, group: &ScopeGroup<'_>) {
     out.extend_from_slice(b",\"scope_version\":");
     write_str(out, group.scope_version());
     out.extend_from_slice(b",\"scope_attributes\":");
-    write_attributes(out, group.scope_attributes());
+    nested.write(out, |o| write_attributes(o, group.scope_attributes()));
     out.extend_from_slice(b",\"scope_dropped_attributes_count\":");
     write_u64(out, group.scope_dropped_attributes_count().into());
     out.extend_from_slice(b",\"scope_schema_url\":");
@@ -188,7 +243,7 @@ fn write_group_suffix(out: &mut Vec<u8>, group: &ScopeGroup<'_>) {
 }
 
 /// An enum as its name, or as its decimal number in a string when outside the enum.
-fn write_enum(out: &mut Vec<u8>, names: &'static [&'static str], value: i32) {
+pub fn write_enum(out: &mut Vec<u8>, names: &'static [&'static str], value: i32) {
     match enum_name(names, value) {
         Some(name) => write_str(out, name),
         None => {

@@ -10,22 +10,18 @@
 //! so one row fits both the created table and a hand-made table of an older server.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::trace::v1::Span;
 
-use crate::encoding::attributes::write_attributes;
-use crate::encoding::flat::{self, SPAN_KINDS, STATUS_CODES, ScopeGroup, enum_name};
-use crate::encoding::json::{write_entity_refs, write_events, write_links};
-use crate::encoding::json_text::{write_hex_str, write_str, write_str_content, write_u64};
+use crate::encoding::json::{AsJsonString, write_group_suffix_with, write_span_fields_with};
+use crate::encoding::json_text::write_str;
 use crate::encoding::scope_groups;
 
-/// Writes rows into a caller's buffer, reusing its scratch buffers between spans.
+/// Writes rows into a caller's buffer: the file sink's flat span fields, with the nested
+/// values as JSON strings, one row per line.
 #[derive(Debug, Default)]
 pub struct RowEncoder {
     /// The resource and scope columns of the current group, rendered once per group.
     group_suffix: Vec<u8>,
-    /// JSON text of one nested value before it is written as a JSON string.
-    scratch: Vec<u8>,
+    nested: AsJsonString,
 }
 
 impl RowEncoder {
@@ -42,117 +38,19 @@ impl RowEncoder {
     ) -> usize {
         let mut rows = 0;
         for group in scope_groups(request) {
-            self.begin_group(&group);
+            self.group_suffix.clear();
+            write_group_suffix_with(&mut self.group_suffix, &group, &mut self.nested);
+            self.group_suffix.push(b'\n');
             for span in group.spans() {
-                self.encode_span(&group, span, out);
+                out.extend_from_slice(b"{\"service_name\":");
+                write_str(out, group.service_name());
+                out.push(b',');
+                write_span_fields_with(out, span, &mut self.nested);
+                out.extend_from_slice(&self.group_suffix);
                 rows += 1;
             }
         }
         rows
-    }
-
-    fn begin_group(&mut self, group: &ScopeGroup<'_>) {
-        let out = &mut self.group_suffix;
-        out.clear();
-        out.extend_from_slice(b",\"resource_attributes\":");
-        json_string(out, &mut self.scratch, |s| {
-            write_attributes(s, group.resource_attributes())
-        });
-        out.extend_from_slice(b",\"resource_dropped_attributes_count\":");
-        write_u64(out, group.resource_dropped_attributes_count().into());
-        out.extend_from_slice(b",\"resource_entity_refs\":");
-        json_string(out, &mut self.scratch, |s| {
-            write_entity_refs(s, group.resource_entity_refs())
-        });
-        out.extend_from_slice(b",\"resource_schema_url\":");
-        write_str(out, group.resource_schema_url());
-        out.extend_from_slice(b",\"scope_name\":");
-        write_str(out, group.scope_name());
-        out.extend_from_slice(b",\"scope_version\":");
-        write_str(out, group.scope_version());
-        out.extend_from_slice(b",\"scope_attributes\":");
-        json_string(out, &mut self.scratch, |s| {
-            write_attributes(s, group.scope_attributes())
-        });
-        out.extend_from_slice(b",\"scope_dropped_attributes_count\":");
-        write_u64(out, group.scope_dropped_attributes_count().into());
-        out.extend_from_slice(b",\"scope_schema_url\":");
-        write_str(out, group.scope_schema_url());
-        out.extend_from_slice(b"}\n");
-    }
-
-    fn encode_span(&mut self, group: &ScopeGroup<'_>, span: &Span, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"service_name\":");
-        write_str(out, group.service_name());
-        out.extend_from_slice(b",\"trace_id\":");
-        write_hex_str(out, &span.trace_id);
-        out.extend_from_slice(b",\"span_id\":");
-        write_hex_str(out, &span.span_id);
-        out.extend_from_slice(b",\"parent_span_id\":");
-        write_hex_str(out, &span.parent_span_id);
-        out.extend_from_slice(b",\"trace_state\":");
-        write_str(out, &span.trace_state);
-        out.extend_from_slice(b",\"flags\":");
-        write_u64(out, span.flags.into());
-        out.extend_from_slice(b",\"name\":");
-        write_str(out, &span.name);
-        out.extend_from_slice(b",\"kind\":");
-        write_enum(out, &SPAN_KINDS, span.kind);
-        out.extend_from_slice(b",\"start_time_unix_nano\":");
-        write_u64(out, span.start_time_unix_nano);
-        out.extend_from_slice(b",\"end_time_unix_nano\":");
-        write_u64(out, span.end_time_unix_nano);
-        out.extend_from_slice(b",\"duration_ns\":");
-        write_u64(out, flat::duration_ns(span));
-        let (code, message) = flat::status(span);
-        out.extend_from_slice(b",\"status_code\":");
-        write_enum(out, &STATUS_CODES, code);
-        out.extend_from_slice(b",\"status_message\":");
-        write_str(out, message);
-        out.extend_from_slice(b",\"attributes\":");
-        attributes_string(out, &mut self.scratch, &span.attributes);
-        out.extend_from_slice(b",\"dropped_attributes_count\":");
-        write_u64(out, span.dropped_attributes_count.into());
-        out.extend_from_slice(b",\"events\":");
-        json_string(out, &mut self.scratch, |s| write_events(s, &span.events));
-        out.extend_from_slice(b",\"dropped_events_count\":");
-        write_u64(out, span.dropped_events_count.into());
-        out.extend_from_slice(b",\"links\":");
-        json_string(out, &mut self.scratch, |s| write_links(s, &span.links));
-        out.extend_from_slice(b",\"dropped_links_count\":");
-        write_u64(out, span.dropped_links_count.into());
-        out.extend_from_slice(&self.group_suffix);
-    }
-}
-
-fn attributes_string(out: &mut Vec<u8>, scratch: &mut Vec<u8>, attributes: &[KeyValue]) {
-    json_string(out, scratch, |s| write_attributes(s, attributes));
-}
-
-/// Renders JSON text with `write` and appends it as one JSON string.
-fn json_string(out: &mut Vec<u8>, scratch: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-    scratch.clear();
-    write(scratch);
-    out.push(b'"');
-    // The encoders only write UTF-8 (escaped Rust strings, numbers, base64); the lossy
-    // path is never taken, it only avoids a panic path.
-    match std::str::from_utf8(scratch) {
-        Ok(text) => write_str_content(out, text),
-        Err(_) => write_str_content(out, &String::from_utf8_lossy(scratch)),
-    }
-    out.push(b'"');
-}
-
-/// An enum as its name, or as its decimal number in a string when outside the enum (the
-/// same text as the file sink, so a `LowCardinality(String)` column takes any value).
-fn write_enum(out: &mut Vec<u8>, names: &'static [&'static str], value: i32) {
-    match enum_name(names, value) {
-        Some(name) => write_str(out, name),
-        None => {
-            out.push(b'"');
-            out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-            out.push(b'"');
-        }
     }
 }
 
