@@ -10,6 +10,7 @@ pub mod elasticsearch;
 pub mod file;
 mod io_error;
 pub mod kafka;
+pub mod message_fit;
 pub mod otlp;
 pub mod postgres;
 pub mod rabbitmq;

@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use prost::Message;
 use spansink_config::KafkaEncoding;
 
-use crate::encoding::{JsonLinesEncoder, LineEncoder, scope_groups};
-use crate::otlp::{Batch, WireError, span_count};
+use crate::otlp::{Batch, WireError};
+use crate::sinks::message_fit::{Fitted, RequestFormat, fit_request, flat_span_records};
 
 /// One Kafka message, ready to produce.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,15 +49,26 @@ pub fn encode_batch(
     encoding: KafkaEncoding,
     max_message_bytes: usize,
 ) -> Result<EncodedBatch, EncodeError> {
-    let as_otlp_json = match encoding {
-        KafkaEncoding::OtlpProto => false,
-        KafkaEncoding::OtlpJson => true,
-        KafkaEncoding::Json => return Ok(flat_span_messages(&batch.decode()?, max_message_bytes)),
+    let mut out = EncodedBatch::default();
+    let format = match encoding {
+        KafkaEncoding::OtlpProto => RequestFormat::Proto,
+        KafkaEncoding::OtlpJson => RequestFormat::Json,
+        KafkaEncoding::Json => {
+            // One message per span, keyed by its own trace id.
+            out.oversized_spans =
+                flat_span_records(&batch.decode()?, max_message_bytes, |span, value| {
+                    out.messages.push(KafkaMessage {
+                        key: hex_key(&span.trace_id),
+                        value,
+                        spans: 1,
+                    })
+                });
+            return Ok(out);
+        }
     };
     let traces = group_by_trace(batch.decode()?);
-    let mut out = EncodedBatch::default();
     // A batch that is one trace and already fits goes out as received, without re-encoding.
-    if let ([(key, _)], KafkaEncoding::OtlpProto) = (traces.as_slice(), encoding)
+    if let ([(key, _)], RequestFormat::Proto) = (traces.as_slice(), format)
         && batch.encoded_len() <= max_message_bytes
     {
         out.messages.push(KafkaMessage {
@@ -69,72 +79,21 @@ pub fn encode_batch(
         return Ok(out);
     }
     for (key, request) in traces {
-        fit(request, &key, as_otlp_json, max_message_bytes, &mut out)?;
+        let mut fitted = Fitted::default();
+        fit_request(request, format, max_message_bytes, &mut fitted)?;
+        out.oversized_spans += fitted.oversized_spans;
+        out.messages.extend(
+            fitted
+                .values
+                .into_iter()
+                .map(|(value, spans)| KafkaMessage {
+                    key: key.clone(),
+                    value,
+                    spans,
+                }),
+        );
     }
     Ok(out)
-}
-
-/// Splits `request` in halves until each part fits; a lone span that does not fit is
-/// counted in `oversized_spans`.
-fn fit(
-    request: ExportTraceServiceRequest,
-    key: &Option<String>,
-    as_otlp_json: bool,
-    max: usize,
-    out: &mut EncodedBatch,
-) -> Result<(), EncodeError> {
-    let spans = span_count(&request);
-    if spans == 0 {
-        return Ok(());
-    }
-    // Protobuf knows its size without encoding; JSON has to be written to be measured.
-    let value = if as_otlp_json {
-        Some(serde_json::to_vec(&request)?).filter(|v| v.len() <= max)
-    } else if request.encoded_len() > max {
-        None
-    } else {
-        Some(request.encode_to_vec())
-    };
-    match value {
-        Some(value) => out.messages.push(KafkaMessage {
-            key: key.clone(),
-            value: Bytes::from(value),
-            spans,
-        }),
-        None if spans == 1 => out.oversized_spans += 1,
-        None => {
-            let (first, second) = split_in_two(request, spans / 2);
-            fit(first, key, as_otlp_json, max, out)?;
-            fit(second, key, as_otlp_json, max, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// One message per span: the span's flat JSON record (one file-sink JSON line without
-/// its newline), keyed by its trace id. A span larger than `max` alone is counted.
-fn flat_span_messages(request: &ExportTraceServiceRequest, max: usize) -> EncodedBatch {
-    let mut out = EncodedBatch::default();
-    let mut encoder = JsonLinesEncoder::new();
-    let mut line = Vec::new();
-    for group in scope_groups(request) {
-        encoder.begin_group(&group);
-        for span in group.spans() {
-            line.clear();
-            encoder.encode_line(span, &mut line);
-            line.pop(); // the newline: a message is one record, not a line of a file
-            if line.len() > max {
-                out.oversized_spans += 1;
-                continue;
-            }
-            out.messages.push(KafkaMessage {
-                key: hex_key(&span.trace_id),
-                value: Bytes::copy_from_slice(&line),
-                spans: 1,
-            });
-        }
-    }
-    out
 }
 
 fn hex_key(trace_id: &[u8]) -> Option<String> {
@@ -218,62 +177,4 @@ impl TraceGroup {
             last_scope: None,
         }
     }
-}
-
-/// The first `n` spans and the rest, each with the wrappers of its spans.
-fn split_in_two(
-    request: ExportTraceServiceRequest,
-    n: usize,
-) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
-    let mut first = ExportTraceServiceRequest::default();
-    let mut second = ExportTraceServiceRequest::default();
-    let mut room = n;
-    for rs in request.resource_spans {
-        let ResourceSpans {
-            resource,
-            scope_spans,
-            schema_url,
-        } = rs;
-        let mut head = Vec::new();
-        let mut tail = Vec::new();
-        for ss in scope_spans {
-            let ScopeSpans {
-                scope,
-                mut spans,
-                schema_url: scope_schema_url,
-            } = ss;
-            let take = room.min(spans.len());
-            room -= take;
-            let rest = spans.split_off(take);
-            if !spans.is_empty() {
-                head.push(ScopeSpans {
-                    scope: scope.clone(),
-                    spans,
-                    schema_url: scope_schema_url.clone(),
-                });
-            }
-            if !rest.is_empty() {
-                tail.push(ScopeSpans {
-                    scope,
-                    spans: rest,
-                    schema_url: scope_schema_url,
-                });
-            }
-        }
-        if !head.is_empty() {
-            first.resource_spans.push(ResourceSpans {
-                resource: resource.clone(),
-                scope_spans: head,
-                schema_url: schema_url.clone(),
-            });
-        }
-        if !tail.is_empty() {
-            second.resource_spans.push(ResourceSpans {
-                resource,
-                scope_spans: tail,
-                schema_url,
-            });
-        }
-    }
-    (first, second)
 }

@@ -14,8 +14,8 @@ use rdkafka::producer::{FutureProducer, Producer};
 use spansink_config::KafkaSinkConfig;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError};
-use crate::telemetry::metrics::{Metrics, SinkReasonLabels};
+use crate::sinks::{BuildError, Sink, SinkError, message_fit};
+use crate::telemetry::metrics::Metrics;
 
 /// Writes batches to one Kafka topic.
 pub struct KafkaSink {
@@ -92,25 +92,13 @@ impl KafkaSink {
         }
     }
 
-    /// Spans that alone exceed `max_message_bytes` are never sent: no retry or fallback
-    /// could make them fit. Counted once, when the rest of their batch was delivered (a
-    /// batch that fails is retried or handed to the fallback whole, these spans with it).
     fn count_oversized(&self, spans: usize) {
-        if spans == 0 {
-            return;
-        }
-        self.metrics
-            .sink_dropped_spans
-            .get_or_create(&SinkReasonLabels {
-                sink: self.name.clone(),
-                reason: "message_too_large",
-            })
-            .inc_by(spans as u64);
-        tracing::warn!(
-            sink = %self.name,
+        message_fit::count_oversized(
+            &self.metrics,
+            &self.name,
+            "kafka.max_message_bytes",
+            self.config.max_message_bytes,
             spans,
-            max_message_bytes = %self.config.max_message_bytes,
-            "spans larger than kafka.max_message_bytes on their own were dropped"
         );
     }
 }

@@ -6,13 +6,10 @@
 //! per-message costs (routing, confirms, queue index) handles fastest.
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
-use prost::Message;
 use spansink_config::RabbitMqEncoding;
 
-use crate::encoding::{JsonLinesEncoder, LineEncoder, scope_groups};
-use crate::otlp::{Batch, WireError, span_count};
+use crate::otlp::{Batch, WireError};
+use crate::sinks::message_fit::{Fitted, RequestFormat, fit_request, flat_span_records};
 
 /// One message body, ready to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,116 +61,38 @@ pub fn encode_batch(
         return Ok(out);
     }
     let request = batch.decode()?;
-    match encoding {
-        RabbitMqEncoding::OtlpProto | RabbitMqEncoding::OtlpJson => {
-            fit(request, encoding, max_message_bytes, &mut out)?;
-        }
+    let format = match encoding {
+        RabbitMqEncoding::OtlpProto => RequestFormat::Proto,
+        RabbitMqEncoding::OtlpJson => RequestFormat::Json,
         RabbitMqEncoding::Json => {
-            // The file sink's line encoder renders each group's resource and scope once.
-            let mut encoder = JsonLinesEncoder::new();
-            for group in scope_groups(&request) {
-                encoder.begin_group(&group);
-                for span in group.spans() {
-                    let mut body = Vec::with_capacity(1024);
-                    encoder.encode_line(span, &mut body);
-                    body.pop(); // the line's newline: a message is one JSON object
-                    if body.len() <= max_message_bytes {
-                        out.messages.push(RabbitMqMessage {
-                            body: Bytes::from(body),
-                            spans: 1,
-                        });
-                    } else {
-                        out.oversized_spans += 1;
-                    }
-                }
-            }
+            out.oversized_spans = flat_span_records(&request, max_message_bytes, |_, body| {
+                out.messages.push(RabbitMqMessage { body, spans: 1 })
+            });
+            return Ok(out);
         }
-    }
-    Ok(out)
-}
-
-/// Splits `request` in halves until each part fits; a lone span that does not fit is
-/// counted in `oversized_spans`.
-fn fit(
-    request: ExportTraceServiceRequest,
-    encoding: RabbitMqEncoding,
-    max: usize,
-    out: &mut EncodedBatch,
-) -> Result<(), EncodeError> {
-    let spans = span_count(&request);
-    if spans == 0 {
-        return Ok(());
-    }
-    // Protobuf knows its size without encoding; JSON has to be written to be measured.
-    let body = match encoding {
-        RabbitMqEncoding::OtlpProto if request.encoded_len() > max => None,
-        RabbitMqEncoding::OtlpProto => Some(request.encode_to_vec()),
-        _ => Some(serde_json::to_vec(&request)?).filter(|v| v.len() <= max),
     };
-    match body {
-        Some(body) => out.messages.push(RabbitMqMessage {
-            body: Bytes::from(body),
-            spans,
-        }),
-        None if spans == 1 => out.oversized_spans += 1,
-        None => {
-            let (first, second) = split_in_two(request, spans / 2);
-            fit(first, encoding, max, out)?;
-            fit(second, encoding, max, out)?;
-        }
-    }
-    Ok(())
-}
-
-/// The first `n` spans and the rest, each under copies of the wrappers of its spans.
-fn split_in_two(
-    request: ExportTraceServiceRequest,
-    n: usize,
-) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
-    let mut first = ExportTraceServiceRequest::default();
-    let mut second = ExportTraceServiceRequest::default();
-    let mut room = n;
-    for rs in request.resource_spans {
-        let mut head = Vec::new();
-        let mut tail = Vec::new();
-        for mut ss in rs.scope_spans {
-            let take = room.min(ss.spans.len());
-            room -= take;
-            let rest = ss.spans.split_off(take);
-            if !rest.is_empty() {
-                tail.push(ScopeSpans {
-                    scope: ss.scope.clone(),
-                    spans: rest,
-                    schema_url: ss.schema_url.clone(),
-                });
-            }
-            if !ss.spans.is_empty() {
-                head.push(ss);
-            }
-        }
-        if !tail.is_empty() {
-            second.resource_spans.push(ResourceSpans {
-                resource: rs.resource.clone(),
-                scope_spans: tail,
-                schema_url: rs.schema_url.clone(),
-            });
-        }
-        if !head.is_empty() {
-            first.resource_spans.push(ResourceSpans {
-                resource: rs.resource,
-                scope_spans: head,
-                schema_url: rs.schema_url,
-            });
-        }
-    }
-    (first, second)
+    let mut fitted = Fitted::default();
+    fit_request(request, format, max_message_bytes, &mut fitted)?;
+    out.oversized_spans = fitted.oversized_spans;
+    out.messages.extend(
+        fitted
+            .values
+            .into_iter()
+            .map(|(body, spans)| RabbitMqMessage { body, spans }),
+    );
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
     use super::*;
+    use crate::encoding::JsonLinesEncoder;
     use crate::encoding::json::read_request;
     use crate::otlp::fixtures::{batch_of, flatten, interleaved_traces, rich_request, rich_span};
+    use crate::otlp::span_count;
 
     fn decode(encoding: RabbitMqEncoding, body: &[u8]) -> ExportTraceServiceRequest {
         match encoding {

@@ -16,8 +16,8 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use spansink_config::RabbitMqSinkConfig;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError};
-use crate::telemetry::metrics::{Metrics, SinkReasonLabels};
+use crate::sinks::{BuildError, Sink, SinkError, message_fit};
+use crate::telemetry::metrics::Metrics;
 
 use connection::{ConnectionSettings, EnvLookup, Publisher, classify};
 use encoding::RabbitMqMessage;
@@ -182,24 +182,13 @@ impl RabbitMqSink {
         }
     }
 
-    /// Spans that alone exceed `max_message_bytes` are never sent: no retry or fallback
-    /// could make them fit. Counted once, when the rest of their batch was delivered.
     fn count_oversized(&self, spans: usize) {
-        if spans == 0 {
-            return;
-        }
-        self.metrics
-            .sink_dropped_spans
-            .get_or_create(&SinkReasonLabels {
-                sink: self.name.clone(),
-                reason: "message_too_large",
-            })
-            .inc_by(spans as u64);
-        tracing::warn!(
-            sink = %self.name,
+        message_fit::count_oversized(
+            &self.metrics,
+            &self.name,
+            "rabbitmq.max_message_bytes",
+            self.config.max_message_bytes,
             spans,
-            max_message_bytes = %self.config.max_message_bytes,
-            "spans larger than rabbitmq.max_message_bytes on their own were dropped"
         );
     }
 }
