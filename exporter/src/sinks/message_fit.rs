@@ -11,6 +11,7 @@ use spansink_config::ByteSize;
 
 use crate::encoding::{JsonLinesEncoder, LineEncoder, scope_groups};
 use crate::otlp::span_count;
+use crate::sinks::SinkError;
 use crate::telemetry::metrics::{Metrics, SinkReasonLabels};
 
 /// How a whole OTLP request is written into one message.
@@ -116,6 +117,15 @@ pub fn count_oversized(
         setting,
         "spans larger than the message size limit on their own were dropped"
     );
+}
+
+/// The error for a batch none of whose spans fits under `setting` on its own: permanent,
+/// as the same batch can never be sent (a fallback gets it whole).
+pub fn all_oversized(setting: &'static str, limit: ByteSize) -> SinkError {
+    SinkError::permanent(
+        "message_too_large",
+        format!("every span of the batch exceeds {setting} ({limit}) on its own"),
+    )
 }
 
 /// The first `n` spans and the rest, each under copies of the wrappers of its spans.

@@ -87,6 +87,13 @@ impl SinkError {
         matches!(self, Self::Transient { .. })
     }
 
+    /// The error that decides an export made of several writes (messages, commands):
+    /// the first permanent one if any, since a retry of the batch cannot then fully
+    /// succeed, else the first. `None` for no errors.
+    pub fn decisive(errors: &[SinkError]) -> Option<&SinkError> {
+        errors.iter().find(|e| !e.is_transient()).or(errors.first())
+    }
+
     /// The metric label for this failure.
     pub fn reason(&self) -> &'static str {
         match self {

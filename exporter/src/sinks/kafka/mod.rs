@@ -119,12 +119,9 @@ impl Sink for KafkaSink {
         )
         .map_err(|e| SinkError::permanent("encoding", e.to_string()))?;
         if encoded.messages.is_empty() && encoded.oversized_spans > 0 {
-            return Err(SinkError::permanent(
-                "message_too_large",
-                format!(
-                    "every span of the batch exceeds kafka.max_message_bytes ({}) on its own",
-                    self.config.max_message_bytes
-                ),
+            return Err(message_fit::all_oversized(
+                "kafka.max_message_bytes",
+                self.config.max_message_bytes,
             ));
         }
         let producer = self.producer();
@@ -141,13 +138,9 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         let failed = outcome.failures.len();
-        // One permanent failure means a retry of the batch cannot fully succeed.
-        let worst = outcome
-            .failures
-            .iter()
-            .find(|e| !e.is_transient())
-            .unwrap_or(&outcome.failures[0])
-            .clone();
+        let Some(worst) = SinkError::decisive(&outcome.failures).cloned() else {
+            return Ok(());
+        };
         if self.replace_if_fatal(&producer) && !worst.is_transient() {
             // The old producer's errors say nothing about the new one.
             let (SinkError::Transient { message, .. } | SinkError::Permanent { message, .. }) =

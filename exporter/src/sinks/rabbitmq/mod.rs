@@ -204,12 +204,9 @@ impl Sink for RabbitMqSink {
         .map_err(|e| SinkError::permanent("encoding", e.to_string()))?;
         if encoded.messages.is_empty() {
             if encoded.oversized_spans > 0 {
-                return Err(SinkError::permanent(
-                    "message_too_large",
-                    format!(
-                        "every span of the batch exceeds rabbitmq.max_message_bytes ({}) on its own",
-                        self.config.max_message_bytes
-                    ),
+                return Err(message_fit::all_oversized(
+                    "rabbitmq.max_message_bytes",
+                    self.config.max_message_bytes,
                 ));
             }
             return Ok(());
@@ -226,13 +223,9 @@ impl Sink for RabbitMqSink {
             return Ok(());
         }
         let failed = outcome.failures.len();
-        // One permanent failure means a retry of the batch cannot fully succeed.
-        let worst = outcome
-            .failures
-            .iter()
-            .find(|e| !e.is_transient())
-            .unwrap_or(&outcome.failures[0])
-            .clone();
+        let Some(worst) = SinkError::decisive(&outcome.failures).cloned() else {
+            return Ok(());
+        };
         tracing::warn!(
             sink = %self.name,
             failed_messages = failed,

@@ -198,11 +198,7 @@ pub fn classify(error: &RedisError) -> SinkError {
             .iter()
             .map(|(_, e)| server_error(e.code(), e.details().unwrap_or("")))
             .collect();
-        if let Some(worst) = classified
-            .iter()
-            .find(|e| !e.is_transient())
-            .or(classified.first())
-        {
+        if let Some(worst) = SinkError::decisive(&classified) {
             return worst.clone();
         }
     }
