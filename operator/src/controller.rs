@@ -13,11 +13,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ObjectMeta, PartialObjectMeta, Patch,
+    PatchParams,
+};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,8 +30,12 @@ use tokio::time::Instant;
 use crate::crd::{SpanSink, SpanSinkStatus, condition};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::progress::Progress;
 use crate::reconcile::{self, Children, Desired, OperatorSettings, service_monitor_resource};
 use crate::status;
+
+mod children;
+use children::{Cache, Holder, HoldsNames};
 
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "spansink-operator";
@@ -41,6 +48,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after a failure; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How soon a SpanSink whose children's names are taken is looked at again.
+const NAME_CONFLICT_RETRY: Duration = Duration::from_secs(30);
 /// How long a ServiceMonitor discovery answer is trusted.
 const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 
@@ -62,6 +71,7 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<SpanSink>, u32>>,
     service_monitor_served: tokio::sync::Mutex<Option<(Instant, bool)>>,
     stores: Mutex<Vec<Store<SpanSink>>>,
+    progress: Progress,
 }
 
 impl Context {
@@ -80,12 +90,33 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             service_monitor_served: tokio::sync::Mutex::new(None),
             stores: Mutex::new(Vec::new()),
+            progress: Progress::default(),
         })
     }
 
     /// The operator's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The controllers' progress, as `/healthz` reads it.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// `Err(why)` when the controllers are wedged (see [`Progress`]): `/healthz` fails.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
+        let pending = stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|s| {
+                s.metadata.deletion_timestamp.is_none()
+                    && s.status.as_ref().and_then(|st| st.observed_generation)
+                        != s.metadata.generation
+            })
+            .count();
+        self.progress.check(pending)
     }
 
     /// Refreshes the SpanSinks-by-condition gauge from the controllers' caches.
@@ -115,11 +146,26 @@ impl Context {
             .await
         {
             Ok(list) => list.resources.iter().any(|r| r.kind == "ServiceMonitor"),
-            Err(kube::Error::Api(status)) if status.is_not_found() => false,
+            // An unserved group version is the API server mux's plain-text
+            // `404 page not found`, which kube reports as a Status with code 404 but no
+            // `NotFound` reason: match the code, not the reason.
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
             Err(e) => return Err(Error::kube("discovering monitoring.coreos.com/v1")(e)),
         };
         *cached = Some((Instant::now(), served));
         Ok(served)
+    }
+
+    /// Resolves once discovery reports ServiceMonitors served (checked every TTL).
+    async fn wait_until_service_monitors_served(&self) {
+        loop {
+            match self.service_monitor_served().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "ServiceMonitor discovery failed; retrying"),
+            }
+            tokio::time::sleep(DISCOVERY_TTL).await;
+        }
     }
 
     fn backoff(&self, sink: &SpanSink) -> Duration {
@@ -152,6 +198,82 @@ impl Context {
     }
 }
 
+/// One controller's view: the shared context plus the caches of its scope's children.
+struct Scoped {
+    ctx: Arc<Context>,
+    children: ChildCaches,
+}
+
+/// The caches of every child kind for one controller scope.
+struct ChildCaches {
+    config_maps: Cache<PartialObjectMeta<ConfigMap>>,
+    services: Cache<PartialObjectMeta<Service>>,
+    deployments: Cache<Deployment>,
+    autoscalers: Cache<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    disruption_budgets: Cache<PartialObjectMeta<PodDisruptionBudget>>,
+    service_monitors: Cache<PartialObjectMeta<DynamicObject>>,
+}
+
+impl ChildCaches {
+    /// Resolves once the caches of the kinds every cluster serves are filled (the
+    /// ServiceMonitor one only fills where its CRD is installed, so it is not waited for).
+    async fn ready(&self) {
+        futures::join!(
+            self.config_maps.ready(),
+            self.services.ready(),
+            self.deployments.ready(),
+            self.autoscalers.ready(),
+            self.disruption_budgets.ready(),
+        );
+    }
+}
+
+/// The Api of `K` for a controller scope.
+fn scoped_api<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match scope {
+        Scope::AllNamespaces => Api::all(client.clone()),
+        Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+    }
+}
+
+/// A metadata-only cache of one child kind, and the watch that fills it and triggers
+/// reconciles of the owner.
+fn metadata_cache<K>(
+    client: &Client,
+    scope: &Scope,
+) -> (
+    Cache<PartialObjectMeta<K>>,
+    children::Trigger<PartialObjectMeta<K>>,
+)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let owned = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
+    // An Api of PartialObjectMeta makes metadata-only requests.
+    let events = watcher(scoped_api::<PartialObjectMeta<K>>(client, scope), owned)
+        .modify(|o: &mut PartialObjectMeta<K>| o.metadata.managed_fields = None);
+    Cache::new(client, ApiResource::erase::<K>(&()), (), events)
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::AllNamespaces => f.write_str("all namespaces"),
+            Scope::Namespace(ns) => write!(f, "namespace {ns}"),
+        }
+    }
+}
+
 /// Runs one controller for `scope` until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -159,52 +281,78 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
+    let (config_maps, config_map_events) = metadata_cache::<ConfigMap>(&client, &scope);
+    let (services, service_events) = metadata_cache::<Service>(&client, &scope);
+    let (autoscalers, autoscaler_events) =
+        metadata_cache::<HorizontalPodAutoscaler>(&client, &scope);
+    let (disruption_budgets, disruption_budget_events) =
+        metadata_cache::<PodDisruptionBudget>(&client, &scope);
     let owned = watcher::Config::default().labels(MANAGED_BY_SELECTOR);
-    let controller = match &scope {
-        Scope::AllNamespaces => Controller::new(
-            Api::<SpanSink>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            owned.clone(),
-        )
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned),
-        Scope::Namespace(ns) => Controller::new(
-            Api::<SpanSink>::namespaced(client.clone(), ns),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
-            owned.clone(),
-        )
-        .owns(
-            Api::<Deployment>::namespaced(client.clone(), ns),
-            owned.clone(),
-        )
-        .owns(
-            Api::<Service>::namespaced(client.clone(), ns),
-            owned.clone(),
-        )
-        .owns(
-            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
-            owned.clone(),
-        )
-        .owns(
-            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
-            owned,
-        ),
+    // Full Deployments (their status feeds the SpanSink's), without what the status does
+    // not read: managed fields and the pod template are most of an object's size.
+    let deployment_events = watcher(scoped_api::<Deployment>(&client, &scope), owned.clone())
+        .modify(|d: &mut Deployment| {
+            d.metadata.managed_fields = None;
+            if let Some(spec) = d.spec.as_mut() {
+                spec.template = Default::default();
+            }
+        });
+    let (deployments, deployment_events) = Cache::new(
+        &client,
+        ApiResource::erase::<Deployment>(&()),
+        (),
+        deployment_events,
+    );
+    // ServiceMonitors are watched like the other children once discovery reports the CRD
+    // (a watch of an unserved kind would only fail); until then nothing can exist to repair.
+    let monitors = service_monitor_resource();
+    let monitor_api = match &scope {
+        Scope::AllNamespaces => {
+            Api::<PartialObjectMeta<DynamicObject>>::all_with(client.clone(), &monitors)
+        }
+        Scope::Namespace(ns) => {
+            Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(client.clone(), ns, &monitors)
+        }
     };
+    let served = ctx.clone();
+    let monitor_events =
+        futures::stream::once(async move { served.wait_until_service_monitors_served().await })
+            .flat_map(move |()| {
+                watcher(monitor_api.clone(), owned.clone()).modify(
+                    |o: &mut PartialObjectMeta<DynamicObject>| o.metadata.managed_fields = None,
+                )
+            });
+    let (service_monitors, monitor_events) =
+        Cache::new(&client, monitors.clone(), monitors.clone(), monitor_events);
+
+    let controller = Controller::new(
+        scoped_api::<SpanSink>(&client, &scope),
+        watcher::Config::default(),
+    )
+    .owns_stream(config_map_events)
+    .owns_stream(service_events)
+    .owns_stream(deployment_events)
+    .owns_stream(autoscaler_events)
+    .owns_stream(disruption_budget_events)
+    .owns_stream_with(monitor_events, monitors);
     if let Ok(mut stores) = ctx.stores.lock() {
         stores.push(controller.store());
     }
-    tracing::info!(?scope, "controller started");
+    let scoped = Arc::new(Scoped {
+        ctx: ctx.clone(),
+        children: ChildCaches {
+            config_maps,
+            services,
+            deployments,
+            autoscalers,
+            disruption_budgets,
+            service_monitors,
+        },
+    });
+    tracing::info!(scope = %scope, "controller started");
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile_with_metrics, error_policy, ctx)
+        .run(reconcile_with_metrics, error_policy, scoped)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(spansink = %object, "reconciled"),
@@ -212,16 +360,26 @@ pub async fn run(
             }
         })
         .await;
-    tracing::info!(?scope, "controller stopped");
+    ctx.progress.controller_stopped(&scope.to_string());
+    tracing::info!(scope = %scope, "controller stopped");
 }
 
-async fn reconcile_with_metrics(sink: Arc<SpanSink>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile_with_metrics(sink: Arc<SpanSink>, scoped: Arc<Scoped>) -> Result<Action> {
+    let ctx = &scoped.ctx;
     let started = Instant::now();
-    match reconcile(&sink, &ctx).await {
-        Ok(result) => {
+    let key = format!(
+        "{}/{}",
+        sink.namespace().unwrap_or_default(),
+        sink.name_any()
+    );
+    ctx.progress.started(&key);
+    let outcome = reconcile(&sink, &scoped).await;
+    ctx.progress.finished(&key);
+    match outcome {
+        Ok((result, action)) => {
             ctx.metrics.reconciled(result, started.elapsed());
             ctx.succeeded(&sink);
-            Ok(Action::requeue(RESYNC))
+            Ok(action)
         }
         Err(e) => {
             ctx.metrics.failed(e.metric_label(), started.elapsed());
@@ -232,19 +390,22 @@ async fn reconcile_with_metrics(sink: Arc<SpanSink>, ctx: Arc<Context>) -> Resul
     }
 }
 
-fn error_policy(sink: Arc<SpanSink>, error: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.backoff(&sink);
-    tracing::warn!(spansink = %sink.name_any(), namespace = ?sink.namespace(), error = %error,
-        retry_in_s = wait.as_secs(), "reconcile failed");
+fn error_policy(sink: Arc<SpanSink>, error: &Error, scoped: Arc<Scoped>) -> Action {
+    let wait = scoped.ctx.backoff(&sink);
+    tracing::warn!(spansink = %sink.name_any(), namespace = %sink.namespace().unwrap_or_default(),
+        error = %error, retry_in_s = wait.as_secs(), "reconcile failed");
     Action::requeue(wait)
 }
 
-/// One reconciliation; returns the `result` metric label.
-async fn reconcile(sink: &SpanSink, ctx: &Context) -> Result<&'static str> {
+/// One reconciliation; returns the `result` metric label and when to look again.
+async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Action)> {
+    let ctx = &scoped.ctx;
     let namespace = sink
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
     let name = sink.name_any();
+    let uid = sink.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    scoped.children.ready().await;
     let settings = OperatorSettings {
         exporter_image: ctx.exporter_image.clone(),
         service_monitor_available: sink.spec.service_monitor.enabled
@@ -253,31 +414,38 @@ async fn reconcile(sink: &SpanSink, ctx: &Context) -> Result<&'static str> {
     let desired = reconcile::desired(sink, &settings)?;
     let previous = sink.status.clone().unwrap_or_default();
 
+    let mut conflicts = Vec::new();
     let (deployment, result) = match &desired {
         Desired::Children(children) => {
-            let deployment = apply_children(sink, children, ctx, &namespace).await?;
-            if previous.config_hash.as_deref() != Some(children.config_hash.as_str()) {
-                ctx.event(
-                    sink,
-                    EventType::Normal,
-                    "ConfigApplied",
-                    format!(
-                        "exporter config {} applied to ConfigMap {} and Deployment {name}",
-                        short(&children.config_hash),
-                        reconcile::config_map_name(&name)
-                    ),
-                )
-                .await;
+            conflicts = scoped.name_conflicts(children, &namespace, &uid).await?;
+            if conflicts.is_empty() {
+                let deployment = scoped
+                    .apply_children(sink, children, &namespace, &uid)
+                    .await?;
+                if previous.config_hash.as_deref() != Some(children.config_hash.as_str()) {
+                    ctx.event(
+                        sink,
+                        EventType::Normal,
+                        "ConfigApplied",
+                        format!(
+                            "exporter config {} applied to ConfigMap {} and Deployment {name}",
+                            short(&children.config_hash),
+                            reconcile::config_map_name(&name)
+                        ),
+                    )
+                    .await;
+                }
+                (Some(deployment), "applied")
+            } else {
+                (None, "name_conflict")
             }
-            (Some(deployment), "applied")
         }
         Desired::InvalidPipeline(_) | Desired::Unmanaged => {
-            let deployment = Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-                .get_opt(&name)
-                .await
-                .map_err(Error::kube(format!(
-                    "reading Deployment {namespace}/{name}"
-                )))?;
+            let deployment = scoped
+                .children
+                .deployments
+                .owned(&namespace, &name, &uid)
+                .map(|d| (*d).clone());
             let label = if matches!(desired, Desired::Unmanaged) {
                 "unmanaged"
             } else {
@@ -288,17 +456,24 @@ async fn reconcile(sink: &SpanSink, ctx: &Context) -> Result<&'static str> {
     };
 
     let now = Time(Timestamp::now());
-    let new_status = status::compute(sink, &desired, deployment.as_ref(), now);
+    let new_status = status::compute(sink, &desired, deployment.as_ref(), &conflicts, now);
+    let changed = |type_: &str| {
+        let was = status::find(&previous, type_).map(|c| (&c.status, &c.reason, &c.message));
+        let is = status::find(&new_status, type_).map(|c| (&c.status, &c.reason, &c.message));
+        (was != is).then(|| is.map(|c| c.2.clone())).flatten()
+    };
     if let Desired::InvalidPipeline(errors) = &desired {
         tracing::warn!(spansink = %name, namespace = %namespace, errors = %errors, "invalid pipeline; children left untouched");
-        let was = status::find(&previous, condition::CONFIG_VALID)
-            .map(|c| (c.status.clone(), c.message.clone()));
-        let now_cond = status::find(&new_status, condition::CONFIG_VALID)
-            .map(|c| (c.status.clone(), c.message.clone()));
-        if was != now_cond
-            && let Some((_, message)) = now_cond
-        {
+        if let Some(message) = changed(condition::CONFIG_VALID) {
             ctx.event(sink, EventType::Warning, "InvalidPipeline", message)
+                .await;
+        }
+    }
+    if !conflicts.is_empty() {
+        tracing::warn!(spansink = %name, namespace = %namespace, objects = %conflicts.join(", "),
+            "children's names are taken by objects this SpanSink does not control; left untouched");
+        if let Some(message) = changed(condition::READY) {
+            ctx.event(sink, EventType::Warning, "NameConflict", message)
                 .await;
         }
     }
@@ -318,7 +493,14 @@ async fn reconcile(sink: &SpanSink, ctx: &Context) -> Result<&'static str> {
     if sink.status.as_ref() != Some(&new_status) {
         write_status(ctx, &namespace, &name, &new_status).await?;
     }
-    Ok(result)
+    // A conflicting object is not watched (it lacks the operator's label), so its removal
+    // triggers nothing: look again soon.
+    let action = if conflicts.is_empty() {
+        Action::requeue(RESYNC)
+    } else {
+        Action::requeue(NAME_CONFLICT_RETRY)
+    };
+    Ok((result, action))
 }
 
 fn short(hash: &str) -> &str {
@@ -349,76 +531,127 @@ async fn write_status(
     Ok(())
 }
 
-/// Applies every desired child and deletes the optional ones no longer desired; returns the
-/// Deployment as the API server has it (with its status).
-async fn apply_children(
-    sink: &SpanSink,
-    children: &Children,
-    ctx: &Context,
-    namespace: &str,
-) -> Result<Deployment> {
-    let client = &ctx.client;
-    let uid = sink.uid().ok_or(Error::MissingObjectKey("uid"))?;
-    apply(
-        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
-        &children.config_map,
-        "ConfigMap",
-    )
-    .await?;
-    apply(
-        &Api::<Service>::namespaced(client.clone(), namespace),
-        &children.service,
-        "Service",
-    )
-    .await?;
-    let deployment = apply(
-        &Api::<Deployment>::namespaced(client.clone(), namespace),
-        &children.deployment,
-        "Deployment",
-    )
-    .await?;
+impl Scoped {
+    /// The desired children whose names are held by objects this SpanSink does not
+    /// control, as `Kind namespace/name`.
+    async fn name_conflicts(
+        &self,
+        children: &Children,
+        namespace: &str,
+        uid: &str,
+    ) -> Result<Vec<String>> {
+        let c = &self.children;
+        let mut wanted: Vec<(&dyn HoldsNames, &ObjectMeta)> = vec![
+            (&c.config_maps, &children.config_map.metadata),
+            (&c.services, &children.service.metadata),
+            (&c.deployments, &children.deployment.metadata),
+        ];
+        if let Some(hpa) = &children.autoscaler {
+            wanted.push((&c.autoscalers, &hpa.metadata));
+        }
+        if let Some(pdb) = &children.disruption_budget {
+            wanted.push((&c.disruption_budgets, &pdb.metadata));
+        }
+        if let Some(sm) = &children.service_monitor {
+            wanted.push((&c.service_monitors, &sm.metadata));
+        }
+        let holders = futures::future::try_join_all(wanted.iter().map(|(cache, meta)| {
+            cache.holder(namespace, meta.name.as_deref().unwrap_or_default(), uid)
+        }))
+        .await?;
+        Ok(wanted
+            .iter()
+            .zip(holders)
+            .filter(|(_, holder)| *holder == Holder::Someone)
+            .map(|((cache, meta), _)| {
+                format!(
+                    "{} {namespace}/{}",
+                    cache.kind(),
+                    meta.name.as_deref().unwrap_or_default()
+                )
+            })
+            .collect())
+    }
 
-    let name = sink.name_any();
-    let hpa_api = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
-    match &children.autoscaler {
-        Some(hpa) => {
-            apply(&hpa_api, hpa, "HorizontalPodAutoscaler").await?;
-        }
-        None => {
-            if delete_if_owned(&hpa_api, &name, &uid, "HorizontalPodAutoscaler").await? {
-                ctx.event(
-                    sink,
-                    EventType::Normal,
-                    "Deleted",
-                    format!("HorizontalPodAutoscaler {name} removed: spec.autoscaling is unset"),
-                )
-                .await;
+    /// Applies every desired child and deletes the optional ones no longer desired; returns
+    /// the Deployment as the API server has it (with its status). Every name was checked
+    /// by [`Scoped::name_conflicts`] first: force only ever takes fields of our own objects.
+    async fn apply_children(
+        &self,
+        sink: &SpanSink,
+        children: &Children,
+        namespace: &str,
+        uid: &str,
+    ) -> Result<Deployment> {
+        let ctx = &self.ctx;
+        let client = &ctx.client;
+        apply(
+            &Api::<ConfigMap>::namespaced(client.clone(), namespace),
+            &children.config_map,
+            "ConfigMap",
+        )
+        .await?;
+        apply(
+            &Api::<Service>::namespaced(client.clone(), namespace),
+            &children.service,
+            "Service",
+        )
+        .await?;
+        let deployment = apply(
+            &Api::<Deployment>::namespaced(client.clone(), namespace),
+            &children.deployment,
+            "Deployment",
+        )
+        .await?;
+
+        let name = sink.name_any();
+        let hpa_api = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
+        match &children.autoscaler {
+            Some(hpa) => {
+                apply(&hpa_api, hpa, "HorizontalPodAutoscaler").await?;
+            }
+            None => {
+                if delete_owned(&self.children.autoscalers, &hpa_api, namespace, &name, uid).await?
+                {
+                    ctx.event(
+                        sink,
+                        EventType::Normal,
+                        "Deleted",
+                        format!(
+                            "HorizontalPodAutoscaler {name} removed: spec.autoscaling is unset"
+                        ),
+                    )
+                    .await;
+                }
             }
         }
-    }
-    let pdb_api = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
-    match &children.disruption_budget {
-        Some(pdb) => {
-            apply(&pdb_api, pdb, "PodDisruptionBudget").await?;
-        }
-        None => {
-            if delete_if_owned(&pdb_api, &name, &uid, "PodDisruptionBudget").await? {
-                ctx.event(
-                    sink,
-                    EventType::Normal,
-                    "Deleted",
-                    format!(
-                        "PodDisruptionBudget {name} removed: spec.podDisruptionBudget is unset"
-                    ),
+        let pdb_api = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+        match &children.disruption_budget {
+            Some(pdb) => {
+                apply(&pdb_api, pdb, "PodDisruptionBudget").await?;
+            }
+            None => {
+                if delete_owned(
+                    &self.children.disruption_budgets,
+                    &pdb_api,
+                    namespace,
+                    &name,
+                    uid,
                 )
-                .await;
+                .await?
+                {
+                    ctx.event(
+                        sink,
+                        EventType::Normal,
+                        "Deleted",
+                        format!(
+                            "PodDisruptionBudget {name} removed: spec.podDisruptionBudget is unset"
+                        ),
+                    )
+                    .await;
+                }
             }
         }
-    }
-    // Without the CRD there is nothing to apply or sweep (and asking would be a 404).
-    let served = children.service_monitor.is_some()
-        || (!sink.spec.service_monitor.enabled && ctx.service_monitor_served().await?);
-    if served {
         let sm_api = Api::<DynamicObject>::namespaced_with(
             client.clone(),
             namespace,
@@ -428,12 +661,20 @@ async fn apply_children(
             Some(sm) => {
                 apply(&sm_api, sm, "ServiceMonitor").await?;
             }
+            // Only a cached (hence served and ours) ServiceMonitor can need deleting.
             None => {
-                delete_if_owned(&sm_api, &name, &uid, "ServiceMonitor").await?;
+                delete_owned(
+                    &self.children.service_monitors,
+                    &sm_api,
+                    namespace,
+                    &name,
+                    uid,
+                )
+                .await?;
             }
         }
+        Ok(deployment)
     }
-    Ok(deployment)
 }
 
 async fn apply<K>(api: &Api<K>, object: &K, kind: &'static str) -> Result<K>
@@ -451,29 +692,27 @@ where
     .map_err(Error::kube(format!("applying {kind} {name}")))
 }
 
-/// Deletes `name` if it exists and this SpanSink (`uid`) controls it; true if deleted.
-async fn delete_if_owned<K>(api: &Api<K>, name: &str, uid: &str, kind: &'static str) -> Result<bool>
+/// Deletes `name` if the cache holds it controlled by this SpanSink (`uid`); true if
+/// deleted. What the cache does not hold is not ours: every child carries our label.
+async fn delete_owned<C, K>(
+    cache: &Cache<C>,
+    api: &Api<K>,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<bool>
 where
+    C: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    C::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let existing = api
-        .get_opt(name)
-        .await
-        .map_err(Error::kube(format!("reading {kind} {name}")))?;
-    let owned = existing.is_some_and(|o| {
-        o.meta()
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == uid && r.controller == Some(true))
-    });
-    if !owned {
+    if cache.owned(namespace, name, uid).is_none() {
         return Ok(false);
     }
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
-        Err(e) => Err(Error::kube(format!("deleting {kind} {name}"))(e)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(Error::kube(format!("deleting {} {name}", cache.kind()))(e)),
     }
 }
 

@@ -1,9 +1,13 @@
 //! Leader election on a coordination.k8s.io/v1 Lease (through kube-lease-manager): only the
-//! holder reconciles. Not a lock for anything else; losing the Lease ends the process.
+//! holder reconciles. Not a lock for anything else; losing the Lease ends the process, and a
+//! clean exit releases it so that a standby replica takes over at once, not after expiry.
+
+use std::time::Duration;
 
 use kube::Client;
-use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// Name of the Lease in the operator's namespace.
 pub const LEASE_NAME: &str = "spansink-operator";
@@ -29,18 +33,42 @@ pub enum LeaderError {
     Stopped,
 }
 
+/// How long a clean exit waits for the Lease to be released.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Holds leadership once acquired; [`Leadership::lost`] resolves when it is gone.
 pub struct Leadership {
     state: watch::Receiver<bool>,
+    task: JoinHandle<Result<LeaseManager, LeaseManagerError>>,
 }
 
 impl Leadership {
     /// Resolves when this replica is no longer the leader.
-    pub async fn lost(mut self) {
+    pub async fn lost(&mut self) {
         while *self.state.borrow_and_update() {
             if self.state.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Gives the Lease up (the election task releases it once nobody watches its state).
+    pub async fn release(self) {
+        let Leadership { state, task } = self;
+        drop(state);
+        match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
+            Ok(Ok(Ok(_))) => tracing::info!(lease = LEASE_NAME, "leader Lease released"),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(lease = LEASE_NAME, error = %e, "cannot release the leader Lease; it expires on its own")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(lease = LEASE_NAME, error = %e, "leader election task failed")
+            }
+            Err(_) => tracing::warn!(
+                lease = LEASE_NAME,
+                timeout_s = RELEASE_TIMEOUT.as_secs(),
+                "leader Lease not released in time; it expires on its own"
+            ),
         }
     }
 }
@@ -63,7 +91,7 @@ pub async fn acquire(
             namespace: namespace.into(),
             source,
         })?;
-    let (mut state, _task) = manager.watch().await;
+    let (mut state, task) = manager.watch().await;
     tracing::info!(
         lease = LEASE_NAME,
         namespace,
@@ -74,5 +102,5 @@ pub async fn acquire(
         state.changed().await.map_err(|_| LeaderError::Stopped)?;
     }
     tracing::info!(lease = LEASE_NAME, namespace, identity, "became leader");
-    Ok(Leadership { state })
+    Ok(Leadership { state, task })
 }

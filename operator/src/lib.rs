@@ -7,11 +7,12 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod metrics_server;
+pub mod progress;
 pub mod rbac;
 pub mod reconcile;
 pub mod status;
 
-#[cfg(test)]
-mod fake_apiserver;
+#[doc(hidden)]
+pub mod fake_apiserver;
 #[cfg(test)]
 mod fixtures;

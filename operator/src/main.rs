@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let leadership = if cli.leader_election {
+    let mut leadership = if cli.leader_election {
         Some(leader::acquire(client.clone(), &cli.lease_namespace, &cli.identity).await?)
     } else {
         None
@@ -122,22 +122,30 @@ async fn main() -> anyhow::Result<()> {
             .map(|scope| controller::run(ctx.clone(), scope, shutdown.clone())),
     );
     let lost = async {
-        match leadership {
+        match leadership.as_mut() {
             Some(l) => l.lost().await,
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = controllers => tracing::info!("controllers stopped"),
+    let outcome = tokio::select! {
+        _ = controllers => {
+            tracing::info!("controllers stopped");
+            Ok(())
+        }
         _ = lost => {
             metrics.set_leader(false);
-            anyhow::bail!("lost the leader Lease; exiting so that only one replica reconciles");
+            return Err(anyhow::anyhow!("lost the leader Lease; exiting so that only one replica reconciles"));
         }
-        result = server => {
-            result.context("metrics server task failed")?.context("metrics server failed")?;
-        }
+        result = server => result
+            .context("metrics server task failed")
+            .and_then(|r| r.context("metrics server failed")),
+    };
+    // Released on every exit but a lost Lease, so a standby takes over at once instead of
+    // waiting for the Lease to expire.
+    if let Some(l) = leadership {
+        l.release().await;
     }
-    Ok(())
+    outcome
 }
 
 async fn shutdown_signal() {

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 /// `result` of one reconciliation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// `applied`, `invalid_pipeline`, `unmanaged` or `error`.
+    /// `applied`, `invalid_pipeline`, `unmanaged`, `name_conflict` or `error`.
     pub result: String,
 }
 
@@ -43,6 +43,8 @@ pub struct Metrics {
     duration: Histogram,
     spansinks: Family<ConditionLabels, Gauge>,
     leader: Gauge,
+    /// Every finished reconciliation (the sum of `reconciliations`' results), unregistered.
+    finished: Counter,
 }
 
 impl Default for Metrics {
@@ -58,7 +60,7 @@ impl Metrics {
         let reconciliations = Family::<ResultLabels, Counter>::default();
         registry.register(
             "reconciliations",
-            "SpanSink reconciliations by result (applied, invalid_pipeline, unmanaged, error)",
+            "SpanSink reconciliations by result (applied, invalid_pipeline, unmanaged, name_conflict, error)",
             reconciliations.clone(),
         );
         let failures = Family::<ReasonLabels, Counter>::default();
@@ -93,6 +95,7 @@ impl Metrics {
             duration,
             spansinks,
             leader,
+            finished: Counter::default(),
         }
     }
 
@@ -103,6 +106,7 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+        self.finished.inc();
         self.duration.observe(took.as_secs_f64());
     }
 
@@ -130,6 +134,11 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Reconciliations finished so far, whatever their result.
+    pub fn reconciliations(&self) -> u64 {
+        self.finished.get()
     }
 
     /// Records whether this replica leads.

@@ -1,4 +1,5 @@
-//! The operator's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz` and `/readyz`.
+//! The operator's HTTP endpoints: `/metrics` (OpenMetrics when asked for, else the classic
+//! Prometheus text format), `/healthz` and `/readyz`.
 //! Not the metric definitions (`metrics.rs`) and not the exporter's server.
 
 use std::net::SocketAddr;
@@ -7,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+
+use spansink_exposition as exposition;
 
 use crate::controller::Context;
 
@@ -37,7 +40,7 @@ struct AppState {
 pub fn router(ctx: Arc<Context>, readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { ctx, readiness })
 }
@@ -53,16 +56,20 @@ pub async fn serve(
     axum::serve(listener, router(ctx, readiness)).await
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     state.ctx.refresh_condition_metrics();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     match state.ctx.metrics().encode() {
+        Ok(text) if exposition::wants_openmetrics(accept) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, exposition::OPENMETRICS)],
+            text,
+        )
+            .into_response(),
         Ok(text) => (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            exposition::to_prometheus_text(&text),
         )
             .into_response(),
         Err(e) => (
@@ -70,6 +77,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             format!("cannot encode metrics: {e}"),
         )
             .into_response(),
+    }
+}
+
+/// 200 while the controllers make progress; 500 with the reason when one has stopped or
+/// is wedged, so that the kubelet restarts the operator.
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.ctx.health() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(why) => (StatusCode::INTERNAL_SERVER_ERROR, why),
     }
 }
 
@@ -81,5 +97,98 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             "not connected to the API server yet",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use kube::runtime::events::Reporter;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::fake_apiserver::FakeApiServer;
+    use crate::metrics::Metrics;
+
+    fn context() -> Arc<Context> {
+        let reporter = Reporter {
+            controller: "spansink-operator".into(),
+            instance: None,
+        };
+        Context::new(
+            FakeApiServer::default().client(),
+            reporter,
+            "spansink:test".into(),
+            Metrics::new(),
+        )
+    }
+
+    async fn get(router: Router, path: &str, accept: Option<&str>) -> (StatusCode, String, String) {
+        let mut req = Request::get(path);
+        if let Some(a) = accept {
+            req = req.header(header::ACCEPT, a);
+        }
+        let resp = router
+            .oneshot(req.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_classic_text_unless_openmetrics_is_asked_for() {
+        let ctx = context();
+        ctx.metrics()
+            .reconciled("applied", std::time::Duration::from_millis(3));
+        let router = router(ctx, Readiness::default());
+        let (status, ct, body) = get(router.clone(), "/metrics", None).await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::OK, exposition::PROMETHEUS_TEXT)
+        );
+        assert!(
+            body.contains("# TYPE spansink_operator_reconciliations_total counter\n"),
+            "{body}"
+        );
+        assert!(!body.contains("# EOF"), "{body}");
+        let prometheus =
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let (status, ct, body) = get(router, "/metrics", Some(prometheus)).await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::OK, exposition::OPENMETRICS)
+        );
+        assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_once_a_controller_stops_and_readyz_follows_readiness() {
+        let ctx = context();
+        let readiness = Readiness::default();
+        let router = router(ctx.clone(), readiness.clone());
+        assert_eq!(
+            get(router.clone(), "/healthz", None).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(router.clone(), "/readyz", None).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        readiness.set_ready();
+        assert_eq!(get(router.clone(), "/readyz", None).await.0, StatusCode::OK);
+        ctx.progress().controller_stopped("namespace team-a");
+        let (status, _, why) = get(router, "/healthz", None).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(why, "the controller for namespace team-a has stopped");
     }
 }

@@ -70,8 +70,8 @@ pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
     Rule {
         api_group: "monitoring.coreos.com",
         resources: &["servicemonitors"],
-        verbs: &["get", "create", "patch", "delete"],
-        why: "spec.serviceMonitor, when the Prometheus Operator is installed",
+        verbs: APPLY_AND_DELETE,
+        why: "spec.serviceMonitor, when the Prometheus Operator is installed (watched like the other children)",
     },
     Rule {
         api_group: "events.k8s.io",

@@ -12,12 +12,15 @@ use crate::reconcile::{
 
 /// The status a SpanSink should show now.
 ///
-/// `deployment` is the exporter Deployment as the cluster reports it (None if absent);
-/// `now` stamps conditions whose status changed (others keep their transition time).
+/// `deployment` is the exporter Deployment as the cluster reports it (None if absent or
+/// not this SpanSink's); `name_conflicts` names the children (`Kind namespace/name`) whose
+/// names are taken by objects this SpanSink does not control; `now` stamps conditions whose
+/// status changed (others keep their transition time).
 pub fn compute(
     sink: &SpanSink,
     desired: &Desired,
     deployment: Option<&Deployment>,
+    name_conflicts: &[String],
     now: Time,
 ) -> SpanSinkStatus {
     let previous = sink.status.clone().unwrap_or_default();
@@ -137,6 +140,15 @@ pub fn compute(
             "InvalidPipeline",
             "spec.pipeline is invalid; see the ConfigValid condition".into(),
         )
+    } else if !name_conflicts.is_empty() {
+        (
+            false,
+            "NameConflict",
+            format!(
+                "{}: name taken by an object this SpanSink does not control, left untouched; delete or rename that object, or rename the SpanSink",
+                name_conflicts.join(", ")
+            ),
+        )
     } else if !available {
         (false, "NotAvailable", "no exporter pod is ready yet".into())
     } else if progressing {
@@ -246,7 +258,7 @@ mod tests {
     fn ready_when_valid_available_and_rolled_out() {
         let sink = SpanSink::fixture();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(2, 2, 2)), at(100));
+        let s = compute(&sink, &d, Some(&deployment(2, 2, 2)), &[], at(100));
         assert_eq!(cond(&s, "ConfigValid"), ("True", "Valid"));
         assert_eq!(cond(&s, "Available"), ("True", "MinimumReplicasAvailable"));
         assert_eq!(cond(&s, "Progressing"), ("False", "RolloutComplete"));
@@ -270,10 +282,10 @@ mod tests {
     fn rolling_out_and_missing_deployment() {
         let sink = SpanSink::fixture();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(2, 1, 1)), at(100));
+        let s = compute(&sink, &d, Some(&deployment(2, 1, 1)), &[], at(100));
         assert_eq!(cond(&s, "Progressing"), ("True", "RollingOut"));
         assert_eq!(cond(&s, "Ready"), ("False", "RollingOut"));
-        let s = compute(&sink, &d, None, at(100));
+        let s = compute(&sink, &d, None, &[], at(100));
         assert_eq!(cond(&s, "Available"), ("False", "DeploymentMissing"));
         assert_eq!(cond(&s, "Ready"), ("False", "NotAvailable"));
     }
@@ -286,7 +298,7 @@ mod tests {
             ..SpanSinkStatus::default()
         });
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), at(100));
+        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(100));
         let c = find(&s, "ConfigValid").unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -306,16 +318,16 @@ mod tests {
     fn transition_time_moves_only_when_the_status_flips() {
         let sink = SpanSink::fixture();
         let d = desired(&sink, &settings()).unwrap();
-        let first = compute(&sink, &d, Some(&deployment(1, 1, 1)), at(100));
+        let first = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(100));
         let mut again = sink.clone();
         again.status = Some(first);
-        let second = compute(&again, &d, Some(&deployment(1, 1, 1)), at(200));
+        let second = compute(&again, &d, Some(&deployment(1, 1, 1)), &[], at(200));
         assert_eq!(
             find(&second, "Ready").unwrap().last_transition_time,
             at(100)
         );
         again.status = Some(second);
-        let third = compute(&again, &d, Some(&deployment(1, 1, 0)), at(300));
+        let third = compute(&again, &d, Some(&deployment(1, 1, 0)), &[], at(300));
         assert_eq!(find(&third, "Ready").unwrap().last_transition_time, at(300));
         assert_eq!(
             find(&third, "ConfigValid").unwrap().last_transition_time,
@@ -327,12 +339,12 @@ mod tests {
     fn unmanaged_and_skipped_service_monitor_are_explained() {
         let sink = SpanSink::fixture().unmanaged();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), at(1));
+        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(1));
         assert_eq!(cond(&s, "Ready"), ("False", "Unmanaged"));
 
         let sink = SpanSink::fixture().with_service_monitor();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), at(1));
+        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(1));
         let c = find(&s, "ServiceMonitor").unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),

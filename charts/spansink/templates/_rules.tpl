@@ -24,10 +24,10 @@
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# spec.serviceMonitor, when the Prometheus Operator is installed
+# spec.serviceMonitor, when the Prometheus Operator is installed (watched like the other children)
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Events on SpanSinks (applied config, invalid pipeline, failures)
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -1,7 +1,6 @@
 //! The exporter's own observability: Prometheus metrics, health endpoints and logs.
 //! Not the spans it exports.
 
-pub mod exposition;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -13,8 +13,8 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use super::exposition;
 use super::health::Health;
+use spansink_exposition as exposition;
 
 #[derive(Clone)]
 struct TelemetryState {

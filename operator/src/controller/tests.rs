@@ -373,3 +373,187 @@ async fn service_monitor_follows_discovery_and_the_spec() {
         .unwrap()
         .unwrap();
 }
+
+fn pdbs() -> Kind {
+    kind("policy", "v1", "poddisruptionbudgets")
+}
+
+/// An object someone else made under a child's name: no owner reference, no operator label.
+fn foreign(kind_: &str, api_version: &str, name: &str, spec: Value) -> Value {
+    let mut object = json!({"apiVersion": api_version, "kind": kind_,
+        "metadata": {"name": name, "namespace": "team-a", "labels": {"app": "theirs"}}});
+    for (k, v) in spec.as_object().unwrap() {
+        object[k] = v.clone();
+    }
+    object
+}
+
+#[tokio::test(start_paused = true)]
+async fn objects_the_spansink_does_not_control_are_never_taken_over() {
+    let fake = FakeApiServer::default();
+    let theirs = [
+        (
+            configmaps(),
+            foreign(
+                "ConfigMap",
+                "v1",
+                "traces-config",
+                json!({"data": {"k": "v"}}),
+            ),
+        ),
+        (
+            services(),
+            foreign(
+                "Service",
+                "v1",
+                "traces",
+                json!({"spec": {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "theirs"}}}),
+            ),
+        ),
+        (
+            deployments(),
+            foreign(
+                "Deployment",
+                "apps/v1",
+                "traces",
+                json!({"spec": {"selector": {"matchLabels": {"app": "theirs"}},
+                "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}),
+            ),
+        ),
+        (
+            pdbs(),
+            foreign(
+                "PodDisruptionBudget",
+                "policy/v1",
+                "traces",
+                json!({"spec": {"maxUnavailable": 3}}),
+            ),
+        ),
+    ];
+    let before: Vec<Value> = theirs.iter().map(|(k, o)| fake.put(k, o.clone())).collect();
+    let mut sink = SpanSink::fixture().with_max_unavailable(1);
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+
+    let (_, message) = eventually("Ready=False NameConflict", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        let ready = s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready" && c["reason"] == "NameConflict")?
+            .clone();
+        Some((
+            ready["status"].clone(),
+            ready["message"].as_str()?.to_string(),
+        ))
+    })
+    .await;
+    for named in [
+        "ConfigMap team-a/traces-config",
+        "Service team-a/traces",
+        "Deployment team-a/traces",
+        "PodDisruptionBudget team-a/traces",
+    ] {
+        assert!(message.contains(named), "{named} not in {message}");
+    }
+    let warning = eventually("NameConflict event", || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == "NameConflict")
+    })
+    .await;
+    assert_eq!(warning["type"], "Warning");
+    // A few retries later, still untouched: same object, same resourceVersion.
+    tokio::time::sleep(NAME_CONFLICT_RETRY * 3).await;
+    for ((k, _), was) in theirs.iter().zip(&before) {
+        let name = was["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            fake.get(k, "team-a", name).as_ref(),
+            Some(was),
+            "{name} was changed"
+        );
+    }
+    let status = fake.get(&spansinks(), "team-a", "traces").unwrap();
+    assert_eq!(condition(&status, "Ready").unwrap().0, "False");
+
+    // The other team removes its objects: the SpanSink's own children follow.
+    for ((k, _), was) in theirs.iter().zip(&before) {
+        assert!(fake.delete(k, "team-a", was["metadata"]["name"].as_str().unwrap()));
+    }
+    let uid = status["metadata"]["uid"].as_str().unwrap().to_string();
+    // Nothing watches their objects: the conflict retry finds the names free.
+    tokio::time::sleep(NAME_CONFLICT_RETRY).await;
+    let deployment = eventually("own Deployment", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    assert!(owned_by(&deployment, &uid));
+    let service = eventually("own Service", || fake.get(&services(), "team-a", "traces")).await;
+    let ports: Vec<i64> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [4317, 4318, 8888]);
+    mark_rolled_out(&fake);
+    eventually("Ready=True", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        (condition(&s, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_service_monitor_comes_back_at_once() {
+    let monitors = kind("monitoring.coreos.com", "v1", "servicemonitors");
+    let fake = FakeApiServer::default();
+    fake.serve_service_monitors();
+    let mut sink = SpanSink::fixture().with_service_monitor();
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    let first = eventually("ServiceMonitor", || fake.get(&monitors, "team-a", "traces")).await;
+    // Let the first reconciles settle, then delete it: the watch, not the 5-minute resync,
+    // brings it back (`eventually` gives up after 20 s).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(fake.delete(&monitors, "team-a", "traces"));
+    let again = eventually("ServiceMonitor recreated", || {
+        fake.get(&monitors, "team-a", "traces")
+    })
+    .await;
+    assert_ne!(first["metadata"]["uid"], again["metadata"]["uid"]);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_without_the_prometheus_operator_still_gets_a_status() {
+    // Discovery of monitoring.coreos.com/v1 is the real server's plain-text 404 here.
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture();
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    let status = eventually("status written", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "Ready").map(|_| s)
+    })
+    .await;
+    assert_eq!(status["status"]["observedGeneration"], 1);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}

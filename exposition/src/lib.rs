@@ -1,6 +1,7 @@
-//! Metric exposition formats. prometheus-client writes OpenMetrics, which Prometheus asks
-//! for; tools that read the classic Prometheus text format (promtool, older scrapers, a
-//! plain `curl`) get that instead, derived from the same encoding.
+//! Metric exposition formats for the exporter's and the operator's `/metrics`.
+//! prometheus-client writes OpenMetrics, which Prometheus asks for; tools that read the
+//! classic Prometheus text format (promtool, older scrapers, a plain `curl`) get that
+//! instead, derived from the same encoding. Not the metrics themselves.
 
 /// Content type of OpenMetrics text.
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -1,9 +1,17 @@
 //! An in-process, stateful stand-in for the Kubernetes API server, served to `kube::Client`
-//! as a `tower::Service`: list, watch, get, create, server-side apply, status, delete. Test-only.
+//! as a `tower::Service`: discovery, list, watch, get, create, server-side apply (with field
+//! managers and conflicts, `fields.rs`), status, delete. Test and benchmark support only.
 //!
-//! Simplifications, all safe for a single-field-manager operator: an apply replaces the
-//! applied top-level fields (and labels, annotations, owner references) instead of merging
-//! per field; there is no garbage collection, admission, defaulting or schema validation.
+//! It answers as kube-apiserver does where the operator depends on it: a group version that
+//! is not served (or any unknown path) is HTTP 404 with the plain-text body
+//! `404 page not found`; a missing object is 404 with a `Status` of reason `NotFound`; an
+//! apply without `fieldManager` is 400; an unforced apply over another manager's field is
+//! 409 `Conflict`; a create over an existing object is 409 `AlreadyExists`; a changed
+//! Deployment `spec.selector` is 422 `Invalid`; a watch from a resourceVersion older than
+//! the retained history gets a 410 `Expired` ERROR event. Not modelled: garbage
+//! collection, admission, defaulting, schema validation, RBAC (calls are recorded instead).
+
+mod fields;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -16,7 +24,8 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// Response body of the double.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Which kind of object a path names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -50,17 +59,53 @@ struct State {
     objects: BTreeMap<Key, Value>,
     resource_version: u64,
     next_uid: u64,
-    /// Every change, for watches that start from an older resourceVersion.
-    history: Vec<(u64, Kind, String, Value)>,
+    /// Recent changes, for watches that start from an older resourceVersion.
+    history: std::collections::VecDeque<(u64, Kind, String, Value)>,
+    /// The resourceVersion of the newest change no longer in `history`.
+    history_expired_through: u64,
     watchers: Vec<Watcher>,
     calls: Vec<Call>,
+    /// Group versions discovery and resource paths answer for (`v1` is the core group).
     served_group_versions: BTreeSet<String>,
 }
 
+/// Watch events kept for watches that resume from an older resourceVersion; the real
+/// server's watch cache is bounded too, and older resumptions get 410 Expired.
+const HISTORY_LIMIT: usize = 20_000;
+
+/// Group versions a cluster serves without add-ons, among those the operator calls.
+const BUILT_IN_GROUP_VERSIONS: &[&str] = &[
+    "v1",
+    "apps/v1",
+    "autoscaling/v2",
+    "policy/v1",
+    "events.k8s.io/v1",
+    "coordination.k8s.io/v1",
+    "spansink.dev/v1alpha1",
+];
+
+/// The field manager recorded for writes that name none (as kubectl's would be).
+const DEFAULT_MANAGER: &str = "kubectl";
+
 /// The fake API server; clones share state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FakeApiServer {
     state: Arc<Mutex<State>>,
+}
+
+impl Default for FakeApiServer {
+    fn default() -> Self {
+        let state = State {
+            served_group_versions: BUILT_IN_GROUP_VERSIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..State::default()
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
 }
 
 impl FakeApiServer {
@@ -89,7 +134,26 @@ impl FakeApiServer {
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         let key = (kind.clone(), ns, name);
         let existing = st.objects.get(&key).cloned();
+        let mut object = object;
+        fields::record_update(existing.as_ref(), &mut object, DEFAULT_MANAGER);
         st.store(key, existing, object)
+    }
+
+    /// Deletes an object as a client would, notifying watchers; true if it existed.
+    pub fn delete(&self, kind: &Kind, namespace: &str, name: &str) -> bool {
+        let mut st = self.state.lock().unwrap();
+        match st
+            .objects
+            .remove(&(kind.clone(), namespace.into(), name.into()))
+        {
+            Some(object) => {
+                st.resource_version += 1;
+                let rv = st.resource_version;
+                st.notify(rv, kind, "DELETED", &object);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The object, if it exists.
@@ -110,9 +174,18 @@ impl FakeApiServer {
             .collect()
     }
 
-    async fn handle(&self, req: Request<kube::client::Body>) -> Response<Body> {
+    /// Answers one request: the whole API server, for kube's client in-process or for an
+    /// HTTP server in front of it (the benchmark serves it on loopback).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes>,
+    {
         let (parts, body) = req.into_parts();
-        let body = body.collect_bytes().await.unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let query: BTreeMap<String, String> = parts
             .uri
             .query()
@@ -122,7 +195,7 @@ impl FakeApiServer {
             .map(|(k, v)| (k.to_string(), percent_decode(v)))
             .collect();
         let Some(route) = Route::parse(parts.uri.path()) else {
-            return status_response(StatusCode::NOT_FOUND, "NotFound", "no such path");
+            return page_not_found();
         };
         let content_type = parts
             .headers
@@ -141,21 +214,22 @@ impl FakeApiServer {
             let Route::Discovery(gv) = route else {
                 unreachable!()
             };
-            return if st.served_group_versions.contains(&gv) {
+            return if gv == "monitoring.coreos.com/v1" && st.served_group_versions.contains(&gv) {
                 json_response(
                     StatusCode::OK,
                     json!({"kind": "APIResourceList", "groupVersion": gv,
                     "resources": [{"name": "servicemonitors", "singularName": "servicemonitor", "namespaced": true,
-                                   "kind": "ServiceMonitor", "verbs": ["get", "create", "patch", "delete"]}]}),
+                                   "kind": "ServiceMonitor", "verbs": ["get", "list", "watch", "create", "patch", "delete"]}]}),
                 )
             } else {
-                status_response(
-                    StatusCode::NOT_FOUND,
-                    "NotFound",
-                    "group version not served",
-                )
+                // The operator only asks discovery about add-on groups; an unserved one is
+                // the mux's plain-text 404, not a Status.
+                page_not_found()
             };
         };
+        if !st.served_group_versions.contains(&api_version(&kind)) {
+            return page_not_found();
+        }
         let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
         let verb = match (&parts.method, name.is_some(), watch) {
             (&Method::GET, _, true) => "watch",
@@ -206,6 +280,19 @@ impl FakeApiServer {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 let (tx, rx) = mpsc::unbounded_channel();
+                if since < st.history_expired_through {
+                    let _ = tx.send(watch_line(
+                        "ERROR",
+                        &status_body(
+                            StatusCode::GONE,
+                            "Expired",
+                            &format!(
+                                "too old resource version: {since} ({})",
+                                st.history_expired_through + 1
+                            ),
+                        ),
+                    ));
+                }
                 for (rv, k, type_, object) in &st.history {
                     if *rv > since
                         && k == &kind
@@ -236,9 +323,10 @@ impl FakeApiServer {
             }
             "get" => {
                 let ns = namespace.unwrap_or_default();
-                match st.objects.get(&(kind, ns, name.unwrap_or_default())) {
+                let name = name.unwrap_or_default();
+                match st.objects.get(&(kind.clone(), ns, name.clone())) {
                     Some(o) => json_response(StatusCode::OK, o.clone()),
-                    None => status_response(StatusCode::NOT_FOUND, "NotFound", "not found"),
+                    None => not_found(&kind, &name),
                 }
             }
             "create" => {
@@ -255,14 +343,16 @@ impl FakeApiServer {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                let key = (kind, ns, name);
+                let key = (kind.clone(), ns, name);
                 if st.objects.contains_key(&key) {
-                    return status_response(
-                        StatusCode::CONFLICT,
-                        "AlreadyExists",
-                        "already exists",
-                    );
+                    let message = format!("{} \"{}\" already exists", resource_name(&kind), key.2);
+                    return status_response(StatusCode::CONFLICT, "AlreadyExists", &message);
                 }
+                let manager = query
+                    .get("fieldManager")
+                    .map(String::as_str)
+                    .unwrap_or(DEFAULT_MANAGER);
+                fields::record_update(None, &mut object, manager);
                 let stored = st.store(key, None, object);
                 json_response(StatusCode::CREATED, stored)
             }
@@ -278,7 +368,26 @@ impl FakeApiServer {
                 let key = (kind.clone(), ns.clone(), name.clone().unwrap_or_default());
                 let existing = st.objects.get(&key).cloned();
                 let is_apply = content_type.starts_with("application/apply-patch");
+                let manager = query.get("fieldManager").cloned();
+                let force = query.get("force").is_some_and(|f| f == "true");
+                if is_apply && manager.is_none() {
+                    return status_response(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+                    );
+                }
+                if force && !is_apply {
+                    return status_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Invalid",
+                        "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch",
+                    );
+                }
                 let merged = match (&existing, is_apply, subresource.as_deref()) {
+                    (None, _, Some(_)) | (None, false, None) => {
+                        return not_found(&kind, &key.2);
+                    }
                     (None, true, None) => {
                         // Server-side apply creates: RBAC checks `create` too.
                         st.calls.push(Call {
@@ -287,25 +396,40 @@ impl FakeApiServer {
                             resource: kind.plural.clone(),
                             namespace: Some(ns),
                         });
-                        let mut object = patch;
-                        object["metadata"]["namespace"] = json!(key.1);
-                        object
-                    }
-                    (None, _, _) => {
-                        return status_response(StatusCode::NOT_FOUND, "NotFound", "not found");
+                        let manager = manager.unwrap_or_default();
+                        match fields::apply(None, &patch, &manager, force) {
+                            Ok(mut object) => {
+                                object["metadata"]["namespace"] = json!(key.1);
+                                object
+                            }
+                            Err(conflicts) => return conflict_response(&kind, &key.2, &conflicts),
+                        }
                     }
                     (Some(old), true, Some("status")) => {
                         let mut object = old.clone();
                         object["status"] = patch["status"].clone();
                         object
                     }
-                    (Some(old), true, _) => apply_fields(old, &patch),
+                    (Some(old), true, _) => {
+                        let manager = manager.unwrap_or_default();
+                        match fields::apply(Some(old), &patch, &manager, force) {
+                            Ok(object) => object,
+                            Err(conflicts) => return conflict_response(&kind, &key.2, &conflicts),
+                        }
+                    }
                     (Some(old), false, _) => {
                         let mut object = old.clone();
                         json_merge(&mut object, &patch);
+                        let manager = manager.as_deref().unwrap_or(DEFAULT_MANAGER);
+                        fields::record_update(Some(old), &mut object, manager);
                         object
                     }
                 };
+                if let Some(refused) =
+                    immutable_field_changed(&kind, existing.as_ref(), &merged, &key.2)
+                {
+                    return refused;
+                }
                 let stored = st.store(key, existing, merged);
                 json_response(StatusCode::OK, stored)
             }
@@ -322,7 +446,7 @@ impl FakeApiServer {
                         st.notify(rv, &kind, "DELETED", &object);
                         json_response(StatusCode::OK, object)
                     }
-                    None => status_response(StatusCode::NOT_FOUND, "NotFound", "not found"),
+                    None => not_found(&kind, &key.2),
                 }
             }
             _ => status_response(
@@ -382,7 +506,12 @@ impl State {
 
     fn notify(&mut self, rv: u64, kind: &Kind, type_: &str, object: &Value) {
         self.history
-            .push((rv, kind.clone(), type_.into(), object.clone()));
+            .push_back((rv, kind.clone(), type_.into(), object.clone()));
+        while self.history.len() > HISTORY_LIMIT {
+            if let Some((old, ..)) = self.history.pop_front() {
+                self.history_expired_through = old;
+            }
+        }
         let line = watch_line(type_, object);
         self.watchers.retain(|w| {
             if &w.kind != kind
@@ -466,30 +595,6 @@ impl Route {
     }
 }
 
-/// A full-object apply by the only field manager: its fields replace the stored ones.
-fn apply_fields(old: &Value, applied: &Value) -> Value {
-    let mut object = old.clone();
-    for (k, v) in applied.as_object().into_iter().flatten() {
-        match k.as_str() {
-            "metadata" => {
-                for field in ["labels", "annotations", "ownerReferences"] {
-                    match v.get(field) {
-                        Some(value) => object["metadata"][field] = value.clone(),
-                        None => {
-                            if let Some(m) = object["metadata"].as_object_mut() {
-                                m.remove(field);
-                            }
-                        }
-                    }
-                }
-            }
-            "status" => {}
-            _ => object[k] = v.clone(),
-        }
-    }
-    object
-}
-
 fn json_merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
@@ -565,10 +670,186 @@ fn json_response(status: StatusCode, body: Value) -> Response<Body> {
         .unwrap()
 }
 
+fn status_body(status: StatusCode, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "reason": reason, "message": message, "code": status.as_u16()})
+}
+
 fn status_response(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "reason": reason, "message": message, "code": status.as_u16()}),
-    )
+    json_response(status, status_body(status, reason, message))
+}
+
+/// What the API server's mux answers for a path no handler serves (an unserved group
+/// version, an unknown resource): not a `Status`, a plain-text body.
+fn page_not_found() -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::NOT_FOUND)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header("X-Content-Type-Options", "nosniff")
+        .body(Full::new(Bytes::from_static(b"404 page not found\n")).boxed_unsync())
+        .unwrap()
+}
+
+/// `deployments.apps` / `configmaps`: how the server names a resource in messages.
+fn resource_name(kind: &Kind) -> String {
+    if kind.group.is_empty() {
+        kind.plural.clone()
+    } else {
+        format!("{}.{}", kind.plural, kind.group)
+    }
+}
+
+fn not_found(kind: &Kind, name: &str) -> Response<Body> {
+    let message = format!("{} \"{name}\" not found", resource_name(kind));
+    let mut body = status_body(StatusCode::NOT_FOUND, "NotFound", &message);
+    body["details"] = json!({"name": name, "group": kind.group, "kind": kind.plural});
+    json_response(StatusCode::NOT_FOUND, body)
+}
+
+fn conflict_response(kind: &Kind, name: &str, conflicts: &[fields::Conflict]) -> Response<Body> {
+    let version = api_version(kind);
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "conflict with \"{}\" using {version}: {}",
+                c.manager, c.field
+            )
+        })
+        .collect();
+    let message = format!(
+        "Apply failed with {} conflict{}: {}",
+        conflicts.len(),
+        if conflicts.len() == 1 { "" } else { "s" },
+        lines.join("\n")
+    );
+    let mut body = status_body(StatusCode::CONFLICT, "Conflict", &message);
+    body["details"] = json!({
+        "name": name, "group": kind.group, "kind": kind.plural,
+        "causes": conflicts.iter().map(|c| json!({
+            "type": "FieldManagerConflict",
+            "message": format!("conflict with \"{}\" using {version}", c.manager),
+            "field": c.field,
+        })).collect::<Vec<_>>(),
+    });
+    json_response(StatusCode::CONFLICT, body)
+}
+
+/// A Deployment's `spec.selector` cannot change once created (apps/v1 validation).
+fn immutable_field_changed(
+    kind: &Kind,
+    old: Option<&Value>,
+    new: &Value,
+    name: &str,
+) -> Option<Response<Body>> {
+    let old = old?;
+    if kind.group != "apps" || kind.plural != "deployments" {
+        return None;
+    }
+    let (was, is) = (&old["spec"]["selector"], &new["spec"]["selector"]);
+    (!was.is_null() && was != is).then(|| {
+        let message = format!(
+            "Deployment.apps \"{name}\" is invalid: spec.selector: Invalid value: {is}: field is immutable"
+        );
+        let mut body = status_body(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message);
+        body["details"] = json!({"name": name, "group": "apps", "kind": "Deployment",
+            "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: field is immutable", "field": "spec.selector"}]});
+        json_response(StatusCode::UNPROCESSABLE_ENTITY, body)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+
+    use super::*;
+
+    async fn raw(
+        server: &FakeApiServer,
+        method: Method,
+        path: &str,
+    ) -> (StatusCode, String, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(kube::client::Body::empty())
+            .unwrap();
+        let resp = server.handle(req).await;
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn unserved_group_versions_are_the_muxs_plain_text_404() {
+        let server = FakeApiServer::default();
+        for path in [
+            "/apis/monitoring.coreos.com/v1",
+            "/apis/monitoring.coreos.com/v1/namespaces/a/servicemonitors",
+            "/version/nope/x/y/z",
+        ] {
+            let (status, ct, body) = raw(&server, Method::GET, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(ct, "text/plain; charset=utf-8", "{path}");
+            assert_eq!(body, "404 page not found\n", "{path}");
+        }
+        // A missing object of a served kind is a Status.
+        let (status, ct, body) =
+            raw(&server, Method::GET, "/api/v1/namespaces/a/configmaps/x").await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::NOT_FOUND, "application/json")
+        );
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["reason"], "NotFound");
+        assert_eq!(body["message"], "configmaps \"x\" not found");
+    }
+
+    #[tokio::test]
+    async fn applies_conflict_with_other_managers_unless_forced() {
+        let server = FakeApiServer::default();
+        let api: Api<ConfigMap> = Api::namespaced(server.client(), "a");
+        let cm = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": v}});
+        api.patch("c", &PatchParams::apply("first"), &Patch::Apply(cm("1")))
+            .await
+            .unwrap();
+        let err = api
+            .patch("c", &PatchParams::apply("second"), &Patch::Apply(cm("2")))
+            .await
+            .unwrap_err();
+        let kube::Error::Api(status) = err else {
+            panic!("{err}")
+        };
+        assert_eq!((status.code, status.reason.as_str()), (409, "Conflict"));
+        assert!(
+            status
+                .message
+                .contains("conflict with \"first\" using v1: .data.k"),
+            "{}",
+            status.message
+        );
+        let forced = api
+            .patch(
+                "c",
+                &PatchParams::apply("second").force(),
+                &Patch::Apply(cm("2")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(forced.data.unwrap()["k"], "2");
+        // No field manager: refused as by the real server.
+        let err = api
+            .patch("c", &PatchParams::default(), &Patch::Apply(cm("3")))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, kube::Error::Api(s) if s.code == 400));
+    }
 }

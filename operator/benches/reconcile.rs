@@ -1,0 +1,197 @@
+//! Reconcile throughput against the API double: N SpanSinks applied at once, from nothing
+//! to their Deployments and a written status. Prints SpanSinks/s, reconciles/s, the
+//! operator's CPU-seconds and its peak memory.
+//!
+//! The double runs in a child process behind a loopback HTTP server, so this process is
+//! the operator alone (its watches, caches and client) and its peak RSS is the operator's.
+//!
+//! `cargo bench -p spansink-operator --bench reconcile [-- 100 1000]`
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::events::Reporter;
+use spansink_operator::controller::{self, Context, Scope};
+use spansink_operator::crd::SpanSink;
+use spansink_operator::fake_apiserver::FakeApiServer;
+use spansink_operator::metrics::Metrics;
+
+const ROLE: &str = "SPANSINK_BENCH_ROLE";
+
+fn main() -> anyhow::Result<()> {
+    if std::env::var(ROLE).as_deref() == Ok("apiserver") {
+        return serve_api_double();
+    }
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1000]
+    } else {
+        sizes
+    };
+    println!("reconcile benchmark: SpanSinks applied at once, to Deployment + status");
+    for n in sizes {
+        run(n)?;
+    }
+    Ok(())
+}
+
+/// Child process: the API double on a free loopback port, printed on stdout; stops when
+/// stdin closes (the parent exited).
+fn serve_api_double() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?.port());
+        std::io::stdout().flush()?;
+        let server = FakeApiServer::default();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let server = server.clone();
+            async move { server.handle(req).await }
+        });
+        let stdin_closed = tokio::task::spawn_blocking(|| {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stdin_closed.await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+fn run(n: usize) -> anyhow::Result<()> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(ROLE, "apiserver")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut port = String::new();
+    BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
+    )
+    .read_line(&mut port)?;
+    let port: u16 = port.trim().parse()?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let cpu_before = cpu_seconds();
+    let result = runtime.block_on(drive(port, n));
+    let cpu = cpu_seconds() - cpu_before;
+    drop(runtime);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let (elapsed, reconciles) = result?;
+    println!(
+        "{n:>5} SpanSinks: all reconciled in {:.2} s ({:.0} SpanSinks/s, {:.0} reconciles/s, {reconciles} reconciles), operator CPU {:.2} s, peak RSS {:.1} MiB",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        reconciles as f64 / elapsed.as_secs_f64(),
+        cpu,
+        peak_rss_mib()
+    );
+    Ok(())
+}
+
+async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64)> {
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse()?);
+    let client = kube::Client::try_from(config)?;
+    let metrics = Metrics::new();
+    let reporter = Reporter {
+        controller: "spansink-operator".into(),
+        instance: Some("bench".into()),
+    };
+    let ctx: Arc<Context> = Context::new(
+        client.clone(),
+        reporter,
+        "ghcr.io/spansink/spansink-exporter:bench".into(),
+        metrics.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(ctx, Scope::AllNamespaces, async move {
+        let _ = stopped.await;
+    }));
+
+    let started = Instant::now();
+    let creates = (0..n).map(|i| {
+        let client = client.clone();
+        async move {
+            let namespace = format!("team-{}", i % 10);
+            let api: Api<SpanSink> = Api::namespaced(client, &namespace);
+            api.create(&PostParams::default(), &spansink(&format!("sink-{i}")))
+                .await
+        }
+    });
+    for created in futures::future::join_all(creates).await {
+        created?;
+    }
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    let sinks: Api<SpanSink> = Api::all(client.clone());
+    loop {
+        let with_status = sinks
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| s.status.as_ref().and_then(|st| st.observed_generation) == Some(1))
+            .count();
+        let deployed = deployments.list(&ListParams::default()).await?.items.len();
+        if with_status == n && deployed == n {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("only {with_status} statuses and {deployed} Deployments after 10 min");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    let _ = controller.await;
+    Ok((elapsed, metrics.reconciliations()))
+}
+
+fn spansink(name: &str) -> SpanSink {
+    let yaml = format!(
+        "apiVersion: spansink.dev/v1alpha1\nkind: SpanSink\nmetadata:\n  name: {name}\nspec:\n  pipeline:\n    sinks:\n      main:\n        file:\n          path: /var/lib/spansink/spans/spans.jsonl\n  podDisruptionBudget:\n    maxUnavailable: 1\n"
+    );
+    serde_yaml::from_str(&yaml).expect("bench SpanSink parses")
+}
+
+/// This process's user + system CPU time.
+fn cpu_seconds() -> f64 {
+    // utime and stime, fields 14 and 15 of /proc/self/stat, in clock ticks (USER_HZ, 100
+    // on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+/// Peak resident memory of this process (VmHWM).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
