@@ -598,3 +598,48 @@ fn the_rendered_deployment_runs_in_docker_and_its_probes_answer() {
         .map_or(30, |g| g as u32);
     assert_eq!(container.stop(grace), 0, "the rendered pod stops cleanly");
 }
+
+/// A change to a rendered pod template.
+type Mutation = fn(&mut Value);
+
+#[test]
+fn the_pod_translation_refuses_fields_it_cannot_translate() {
+    // No Docker needed: the translation fails before it looks at the image.
+    let children = rendered_file_sink("spansink-test/not-used:0");
+    let deployment = serde_json::to_value(&children.deployment).unwrap();
+    let config_map = serde_json::to_value(&children.config_map).unwrap();
+    let cases: [(&str, Mutation); 4] = [
+        ("spec.hostAliases", |t| {
+            t["spec"]["hostAliases"] = serde_json::json!([{"ip": "10.0.0.1"}])
+        }),
+        ("spec.containers[0].lifecycle", |t| {
+            t["spec"]["containers"][0]["lifecycle"] = serde_json::json!({"preStop": {}})
+        }),
+        ("spec.containers[0].envFrom", |t| {
+            t["spec"]["containers"][0]["envFrom"] =
+                serde_json::json!([{"secretRef": {"name": "creds"}}])
+        }),
+        (
+            "spec.volumes[1].hostPath",
+            |t| {
+                t["spec"]["volumes"][1] =
+                    serde_json::json!({"name": "data", "hostPath": {"path": "/"}})
+            },
+        ),
+    ];
+    for (field, mutate) in cases {
+        let mut template = deployment["spec"]["template"].clone();
+        mutate(&mut template);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cms = [config_map.clone()];
+        let result = std::panic::catch_unwind(|| pod_to_docker(&template, &cms, dir.path()));
+        let message = match result {
+            Ok(_) => panic!("{field} was translated silently"),
+            Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+        };
+        assert!(
+            message.contains(field),
+            "the failure names {field}: {message}"
+        );
+    }
+}
