@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs the whole spansink test suite on a fresh machine: installs what the tests need
 # (C build packages for librdkafka; a Python virtualenv with the official OpenTelemetry
-# SDK, the Helm SDK and the moto S3 server), builds, then runs every test. Fast unit
-# and component tests first, end-to-end tests (tests/ crate) last.
+# SDK, the Helm SDK and the moto S3 server; Docker), builds, builds the container images
+# with the repository's Dockerfile, then runs every test. Fast unit and component tests
+# first, end-to-end and container tests (tests/ crate) last.
 #
 # Environment:
 #   CARGO_TARGET_DIR   build directory (default: $HOME/.cache/spansink-target)
 #   SPANSINK_VENV      virtualenv to create/reuse (default: $HOME/.cache/spansink-venv)
+#   SPANSINK_TEST_EXPORTER_IMAGE, SPANSINK_TEST_OPERATOR_IMAGE
+#                      tags of the images the container tests build and run
+#                      (default: spansink-test/spansink-{exporter,operator}:<version>)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,11 +62,33 @@ fi
 export SPANSINK_PYTHON="$venv/bin/python"
 export SPANSINK_VENV="$venv"
 
+log=$(mktemp)
+dockerd_pid=""
+cleanup() {
+  rm -f "$log"
+  # Only the daemon this script started, by its PID; its containers go with it.
+  if [ -n "$dockerd_pid" ]; then
+    echo "== stopping dockerd $dockerd_pid"
+    kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 1; done
+  fi
+}
+trap cleanup EXIT
+
+# Docker for the container tests: installed if missing, a daemon started if none answers.
+dockerd_pid=$(bash tests/container/dockerd.sh)
+
 echo "== build"
 cargo build --workspace --all-targets
 
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Release binaries, local base images and both images from the Dockerfile (tests/container/).
+version=$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)
+export SPANSINK_TEST_EXPORTER_IMAGE=${SPANSINK_TEST_EXPORTER_IMAGE:-spansink-test/spansink-exporter:$version}
+export SPANSINK_TEST_OPERATOR_IMAGE=${SPANSINK_TEST_OPERATOR_IMAGE:-spansink-test/spansink-operator:$version}
+bash tests/container/build-images.sh
+# Containers a killed earlier run left behind (they hold ports and volumes).
+stale=$(docker ps -aq --filter label=dev.spansink.test)
+[ -z "$stale" ] || docker rm -f -v $stale >/dev/null
 
 echo "== unit and component tests"
 cargo test --workspace --exclude spansink-tests 2>&1 | tee -a "$log"

@@ -1,6 +1,6 @@
 """Sends spans to spansink with the official OpenTelemetry Python SDK and prints, as one
-JSON document on stdout, the ids and names of the spans it created. The end-to-end tests
-use it as a client nobody on this project wrote."""
+JSON document on stdout, the spans it created (ids, parent, name, kind, status, attributes,
+event names). The end-to-end tests use it as a client nobody on this project wrote."""
 
 import argparse
 import json
@@ -68,7 +68,12 @@ def main():
                 created.append({
                     "trace_id": format(ctx.trace_id, "032x"),
                     "span_id": format(ctx.span_id, "016x"),
+                    "parent_span_id": format(span.parent.span_id, "016x") if span.parent else "",
                     "name": span.name,
+                    "kind": span.kind.name.lower(),
+                    "status_code": span.status.status_code.name.lower(),
+                    "attributes": dict(span.attributes),
+                    "events": [e.name for e in span.events],
                 })
     provider.shutdown()
     if recording.failures:

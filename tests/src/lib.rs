@@ -1,6 +1,9 @@
 //! Harness for spansink's end-to-end tests: runs the real `spansink-exporter` binary on
 //! free loopback ports with a ConfigMap-style config mount, and reads back what it wrote.
-//! Not for unit tests of library code: those live next to the code.
+//! Not for unit tests of library code: those live next to the code. `container` drives
+//! the images built from the Dockerfile.
+
+pub mod container;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -42,6 +45,66 @@ pub fn python() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A blocking GET with a 2 s timeout: (status, body), or None if nothing answered.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    })
+}
+
+/// The value of one sample in a Prometheus text body, e.g.
+/// `spansink_config_reloads_total{result="failure"}`.
+pub fn metric_sample(body: &str, sample: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// Runs tests/python/send_spans.py (the official OpenTelemetry Python SDK) against
+/// `endpoint` over `protocol` (`grpc` or `http`) and returns the spans it says it created
+/// (`count` parents, each with a child); panics if any export failed.
+pub fn send_with_python(
+    protocol: &str,
+    endpoint: &str,
+    count: usize,
+    service: &str,
+) -> Vec<serde_json::Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/send_spans.py");
+    let out = Command::new(python())
+        .args([
+            script,
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--count",
+            &count.to_string(),
+            "--service",
+            service,
+        ])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("client prints JSON")
 }
 
 /// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
@@ -158,30 +221,13 @@ impl Exporter {
 
     /// GET on the telemetry port: (status, body), or None if it did not answer.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let url = format!("http://127.0.0.1:{}{path}", self.telemetry_port);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        rt.block_on(async {
-            let resp = reqwest::Client::new()
-                .get(url)
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .ok()?;
-            let status = resp.status().as_u16();
-            Some((status, resp.text().await.ok()?))
-        })
+        http_get(&format!("http://127.0.0.1:{}{path}", self.telemetry_port))
     }
 
     /// The value of one sample in `/metrics`, e.g. `spansink_sink_sent_spans_total{sink="main"}`.
     pub fn metric(&self, sample: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics")?;
-        body.lines().find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
+        metric_sample(&body, sample)
     }
 
     /// Sends SIGTERM and waits for the exit (at most `timeout`).

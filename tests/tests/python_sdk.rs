@@ -3,10 +3,9 @@
 //! exactly those spans must appear in the file sink.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
-use spansink_tests::{Exporter, python, read_json_lines, wait_for};
+use spansink_tests::{Exporter, read_json_lines, wait_for};
 
 const SINKS: &str =
     "  local:\n    file: {path: ./spans/spans.jsonl}\n    batch: {flush_interval: 200ms}\n";
@@ -17,30 +16,7 @@ fn send_with_python(
     count: usize,
     service: &str,
 ) -> BTreeSet<(String, String, String)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/send_spans.py");
-    let out = Command::new(python())
-        .args([
-            script,
-            "--protocol",
-            protocol,
-            "--endpoint",
-            endpoint,
-            "--count",
-            &count.to_string(),
-            "--service",
-            service,
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let created: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).expect("client prints JSON");
-    created
+    spansink_tests::send_with_python(protocol, endpoint, count, service)
         .iter()
         .map(|s| {
             (
