@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, PartialObjectMeta, PostParams};
 use kube::runtime::events::Reporter;
 use spansink_operator::controller::{self, Context, Scope};
 use spansink_operator::crd::SpanSink;
@@ -93,21 +93,24 @@ fn run(n: usize) -> anyhow::Result<()> {
     drop(runtime);
     drop(child.stdin.take());
     let _ = child.wait();
-    let (elapsed, reconciles) = result?;
+    let (elapsed, reconciles, settled_rss) = result?;
     println!(
-        "{n:>5} SpanSinks: all reconciled in {:.2} s ({:.0} SpanSinks/s, {:.0} reconciles/s, {reconciles} reconciles), operator CPU {:.2} s, peak RSS {:.1} MiB",
+        "{n:>5} SpanSinks: all reconciled in {:.2} s ({:.0} SpanSinks/s, {:.0} reconciles/s, {reconciles} reconciles), operator CPU {:.2} s, RSS once settled {settled_rss:.1} MiB, peak RSS {:.1} MiB",
         elapsed.as_secs_f64(),
         n as f64 / elapsed.as_secs_f64(),
         reconciles as f64 / elapsed.as_secs_f64(),
         cpu,
-        peak_rss_mib()
+        proc_status_mib("VmHWM:")
     );
     Ok(())
 }
 
-async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64)> {
-    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse()?);
-    let client = kube::Client::try_from(config)?;
+async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64, f64)> {
+    let url: http::Uri = format!("http://127.0.0.1:{port}").parse()?;
+    // The operator's client, and a separate one playing kubectl (its 1,000 concurrent
+    // creates must not leave their connections in the operator's pool).
+    let client = kube::Client::try_from(kube::Config::new(url.clone()))?;
+    let kubectl = kube::Client::try_from(kube::Config::new(url))?;
     let metrics = Metrics::new();
     let reporter = Reporter {
         controller: "spansink-operator".into(),
@@ -126,7 +129,7 @@ async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64)> {
 
     let started = Instant::now();
     let creates = (0..n).map(|i| {
-        let client = client.clone();
+        let client = kubectl.clone();
         async move {
             let namespace = format!("team-{}", i % 10);
             let api: Api<SpanSink> = Api::namespaced(client, &namespace);
@@ -137,8 +140,10 @@ async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64)> {
     for created in futures::future::join_all(creates).await {
         created?;
     }
-    let deployments: Api<Deployment> = Api::all(client.clone());
-    let sinks: Api<SpanSink> = Api::all(client.clone());
+    // Metadata is enough to count Deployments, and keeps the bench's own polling from
+    // weighing on the peak memory measured for the operator.
+    let deployments: Api<PartialObjectMeta<Deployment>> = Api::all(kubectl.clone());
+    let sinks: Api<SpanSink> = Api::all(kubectl.clone());
     loop {
         let with_status = sinks
             .list(&ListParams::default())
@@ -154,12 +159,16 @@ async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64)> {
         if started.elapsed() > Duration::from_secs(600) {
             anyhow::bail!("only {with_status} statuses and {deployed} Deployments after 10 min");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let elapsed = started.elapsed();
+    drop((deployments, sinks, kubectl));
+    // The operator at rest with every SpanSink in its caches.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let settled = proc_status_mib("VmRSS:");
     let _ = stop.send(());
     let _ = controller.await;
-    Ok((elapsed, metrics.reconciliations()))
+    Ok((elapsed, metrics.reconciliations(), settled))
 }
 
 fn spansink(name: &str) -> SpanSink {
@@ -185,12 +194,12 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-/// Peak resident memory of this process (VmHWM).
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from /proc/self/status (`VmHWM:` peak, `VmRSS:` now).
+fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
