@@ -371,9 +371,31 @@ fn operator_pod_passes_the_restricted_pod_security_standard() {
         assert_lint_clean(&lint);
         let by_kind = typed(&objects);
         let d = &by_kind["Deployment"][0];
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
         pod_security::assert_restricted(
             &format!("chart operator Deployment ({what})"),
             &d["spec"]["template"],
         );
+    }
+}
+
+#[test]
+fn values_cannot_loosen_the_restricted_security_contexts() {
+    for bad in [
+        json!({"securityContext": {"allowPrivilegeEscalation": true}}),
+        json!({"securityContext": {"readOnlyRootFilesystem": false}}),
+        json!({"securityContext": {"privileged": true}}),
+        json!({"securityContext": {"runAsUser": 0}}),
+        json!({"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}),
+        json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+        json!({"podSecurityContext": {"runAsNonRoot": false}}),
+        json!({"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+        // null deletes a default key in Helm.
+        json!({"podSecurityContext": {"seccompProfile": null}}),
+    ] {
+        assert!(render(bad.clone(), "ops").is_err(), "chart accepted {bad}");
     }
 }
