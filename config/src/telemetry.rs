@@ -66,8 +66,21 @@ pub struct ShutdownConfig {
 }
 
 impl ShutdownConfig {
+    /// How long each sink may take to flush and close after the drain (`Sink::shutdown`,
+    /// all sinks at once). Fixed, not configurable; a deployment's grace period must
+    /// cover it on top of `drain_timeout`.
+    pub const SINK_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
     fn default_drain_timeout() -> Duration {
         Duration::from_secs(20)
+    }
+
+    /// The longest the exporter spends in the chain's shutdown after SIGTERM: the drain
+    /// deadline, then the sinks' shutdown.
+    pub fn max_chain_shutdown(&self) -> std::time::Duration {
+        self.drain_timeout
+            .get()
+            .saturating_add(Self::SINK_SHUTDOWN_TIMEOUT)
     }
 }
 

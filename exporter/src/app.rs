@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::{Admit, Chain};
 use crate::receiver::{self, ReceiverLimits};
-use crate::reload::{LiveChain, Reloader};
+use crate::reload::{ChainFactory, LiveChain, Reloader, SinkChains};
 use crate::sinks::{self, BuildError};
 use crate::telemetry::metrics::Protocol;
 use crate::telemetry::{self, Health, Metrics};
@@ -77,6 +77,16 @@ pub async fn start(
     source: ConfigSource,
     watch_interval: Duration,
 ) -> Result<Running, AppError> {
+    start_with(config, source, watch_interval, Arc::new(SinkChains)).await
+}
+
+/// [`start`] with the sink chains (at start and on every reload) built by `chains`.
+pub async fn start_with(
+    config: ExporterConfig,
+    source: ConfigSource,
+    watch_interval: Duration,
+    chains: Arc<dyn ChainFactory>,
+) -> Result<Running, AppError> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
@@ -96,7 +106,7 @@ pub async fn start(
         None
     };
 
-    let chain = Arc::new(build_chain(&config, &metrics).await?);
+    let chain = Arc::new(chains.build(&config, &metrics).await?);
     chain.start();
     health.set_chain_running(true);
     let live = Arc::new(LiveChain::new(chain));
@@ -152,6 +162,7 @@ pub async fn start(
             metrics: metrics.clone(),
             health: health.clone(),
             running: config.clone(),
+            chains,
         };
         let stop = stop_receivers.clone();
         tasks.push(tokio::spawn(async move {
@@ -254,7 +265,10 @@ impl Running {
     /// finish in-flight requests and close), deliver what is queued within the drain
     /// deadline, flush sinks, then stop telemetry last so the final metrics can be scraped
     /// until the end.
+    /// The drain deadline counts from the call, so that nothing (a reload's drain still
+    /// under way) stretches the shutdown past the grace period the pod was given for it.
     pub async fn shutdown(self) -> Result<(), AppError> {
+        let until = tokio::time::Instant::now() + self.drain_timeout;
         tracing::info!("shutting down: receivers stop accepting, queues drain");
         self.health.set_chain_running(false);
         self.stop_receivers.cancel();
@@ -269,7 +283,7 @@ impl Running {
                 Err(e) => tracing::error!(error = %e, "component task panicked"),
             }
         }
-        let report = self.live.drain(self.drain_timeout).await;
+        let report = self.live.drain_until(until).await;
         tracing::info!(?report, "sink chain drained; exiting");
         self.stop_telemetry.cancel();
         let _ = self.telemetry_task.await;

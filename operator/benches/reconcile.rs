@@ -120,6 +120,7 @@ async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64, f64)> {
         client.clone(),
         reporter,
         "ghcr.io/spansink/spansink-exporter:bench".into(),
+        Default::default(),
         metrics.clone(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

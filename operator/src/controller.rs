@@ -31,7 +31,9 @@ use crate::crd::{SpanSink, SpanSinkStatus, condition};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::reconcile::{self, Children, Desired, OperatorSettings, service_monitor_resource};
+use crate::reconcile::{
+    self, Children, Desired, ExporterPodDefaults, OperatorSettings, service_monitor_resource,
+};
 use crate::status;
 
 mod children;
@@ -72,6 +74,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     exporter_image: String,
+    pod_defaults: ExporterPodDefaults,
     metrics: Metrics,
     failures: Mutex<HashMap<ObjectRef<SpanSink>, u32>>,
     service_monitor_served: tokio::sync::Mutex<Option<(Instant, bool)>>,
@@ -80,14 +83,17 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for controllers using `client`; events are reported as `reporter`.
+    /// A context for controllers using `client`; events are reported as `reporter`;
+    /// exporter pods get `exporter_image` and `pod_defaults` where SpanSinks set neither.
     pub fn new(
         client: Client,
         reporter: Reporter,
         exporter_image: String,
+        pod_defaults: ExporterPodDefaults,
         metrics: Metrics,
     ) -> Arc<Self> {
         Arc::new(Self {
+            pod_defaults,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             exporter_image,
@@ -416,6 +422,7 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
         exporter_image: ctx.exporter_image.clone(),
         service_monitor_available: sink.spec.service_monitor.enabled
             && ctx.service_monitor_served().await?,
+        pod_defaults: ctx.pod_defaults.clone(),
     };
     let desired = reconcile::desired(sink, &settings)?;
     let previous = sink.status.clone().unwrap_or_default();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvFromSource, EnvVar, ResourceRequirements, Toleration,
+    Affinity, EnvFromSource, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -86,9 +86,25 @@ pub struct SpanSinkSpec {
     pub autoscaling: Option<AutoscalingSpec>,
 
     /// Exporter container image. Unset: the operator's default exporter image
-    /// (`--exporter-image`).
+    /// (`--exporter-image`, by default the exporter of the operator's own version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+
+    /// When the kubelet pulls the exporter image: `Always`, `IfNotPresent` or `Never`.
+    /// Unset: the operator's default (`--exporter-image-pull-policy`); if that is unset
+    /// too, Kubernetes decides (`Always` for a `:latest` or untagged image, else
+    /// `IfNotPresent`).
+    // Schema as a plain string enum: derived from `Option<ImagePullPolicy>` the field would
+    // carry the enum type's description instead of this one in `kubectl explain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>", extend("enum" = ["Always", "IfNotPresent", "Never"]))]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Secrets in the SpanSink's namespace holding the registry credentials to pull the
+    /// exporter image, e.g. `[{name: regcred}]`. Unset: the operator's default
+    /// (`--exporter-image-pull-secrets`); an empty list means none, whatever the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
 
     /// CPU and memory requests and limits of the exporter container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,6 +169,47 @@ pub struct SpanSinkSpec {
     /// deleted), e.g. to debug an exporter by hand; status is still reported.
     #[serde(default)]
     pub management_state: ManagementState,
+}
+
+/// Kubernetes image pull policy of a container.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    /// Pull on every container start (registry credentials are checked each time).
+    Always,
+    /// Pull only when the node does not have the image yet.
+    IfNotPresent,
+    /// Never pull: the image must already be on the node (e.g. loaded into kind).
+    Never,
+}
+
+impl ImagePullPolicy {
+    /// Every policy, in the order Kubernetes documents them.
+    pub const ALL: [ImagePullPolicy; 3] = [Self::Always, Self::IfNotPresent, Self::Never];
+
+    /// The name Kubernetes uses in `Container.imagePullPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// A string that names no image pull policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown image pull policy {0:?}; use Always, IfNotPresent or Never")]
+pub struct UnknownImagePullPolicy(pub String);
+
+impl std::str::FromStr for ImagePullPolicy {
+    type Err = UnknownImagePullPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownImagePullPolicy(s.to_string()))
+    }
 }
 
 /// Autoscaling bounds and targets, rendered into a HorizontalPodAutoscaler (autoscaling/v2)

@@ -33,6 +33,8 @@ impl SpanSink {
                 replicas: None,
                 autoscaling: None,
                 image: None,
+                image_pull_policy: None,
+                image_pull_secrets: None,
                 resources: None,
                 env: Vec::new(),
                 env_from: Vec::new(),

@@ -9,9 +9,11 @@ use futures::FutureExt;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use spansink_operator::controller::{self, Context, Scope};
+use spansink_operator::crd::ImagePullPolicy;
 use spansink_operator::leader;
 use spansink_operator::metrics::Metrics;
 use spansink_operator::metrics_server::{self, Readiness};
+use spansink_operator::reconcile::{self, ExporterPodDefaults};
 
 /// Runs SpanSink resources as spansink exporter Deployments.
 #[derive(Parser, Debug)]
@@ -26,9 +28,25 @@ struct Cli {
     )]
     namespaces: Vec<String>,
 
-    /// Exporter image for SpanSinks that do not set `spec.image`.
-    #[arg(long, env = "SPANSINK_EXPORTER_IMAGE")]
+    /// Exporter image for SpanSinks that do not set `spec.image`. Default: the exporter
+    /// of this operator's version.
+    #[arg(long, env = "SPANSINK_EXPORTER_IMAGE", default_value = reconcile::DEFAULT_EXPORTER_IMAGE)]
     exporter_image: String,
+
+    /// Image pull policy (Always, IfNotPresent, Never) for SpanSinks that do not set
+    /// `spec.imagePullPolicy`. Unset: Kubernetes' default for the image's tag.
+    #[arg(long, env = "SPANSINK_EXPORTER_IMAGE_PULL_POLICY")]
+    exporter_image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Image pull Secrets, comma-separated, for SpanSinks that do not set
+    /// `spec.imagePullSecrets`; looked up in each SpanSink's namespace.
+    #[arg(
+        long,
+        env = "SPANSINK_EXPORTER_IMAGE_PULL_SECRETS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    exporter_image_pull_secrets: Vec<String>,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "SPANSINK_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
@@ -53,6 +71,23 @@ struct Cli {
     /// Identity in the Lease and in Events (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "spansink-operator")]
     identity: String,
+}
+
+impl Cli {
+    /// The exporter pod defaults the flags ask for; blank secret names (from `a,,b` or an
+    /// empty variable) are skipped.
+    fn pod_defaults(&self) -> ExporterPodDefaults {
+        ExporterPodDefaults {
+            image_pull_policy: self.exporter_image_pull_policy,
+            image_pull_secrets: self
+                .exporter_image_pull_secrets
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         reporter,
         cli.exporter_image.clone(),
+        cli.pod_defaults(),
         metrics.clone(),
     );
     let readiness = Readiness::default();
@@ -187,31 +223,60 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// Parses `args` with no `SPANSINK_*` variable in the way: clap reads the environment,
+    /// and the test must not depend on the shell it runs in.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(
+                std::iter::once("spansink-operator").chain(args.iter().copied()),
+            )?;
+        Cli::from_arg_matches(&matches)
+    }
+
     #[test]
     fn flags_have_env_fallbacks_and_sane_defaults() {
-        let cli = Cli::try_parse_from([
-            "spansink-operator",
-            "--exporter-image",
-            "x:1",
-            "--namespaces",
-            "a,b",
-        ])
-        .unwrap();
+        let cli = parse(&["--namespaces", "a,b"]).unwrap();
         assert_eq!(cli.namespaces, ["a", "b"]);
         assert!(cli.leader_election);
         assert_eq!(cli.metrics_address.port(), 8080);
-        let cli = Cli::try_parse_from([
-            "spansink-operator",
-            "--exporter-image",
-            "x:1",
-            "--leader-election",
-            "false",
+        let cli = parse(&["--leader-election", "false"]).unwrap();
+        assert!(!cli.leader_election);
+    }
+
+    #[test]
+    fn starts_without_exporter_image_flag_using_its_own_version() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(
+            cli.exporter_image,
+            format!(
+                "ghcr.io/spansink/spansink-exporter:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert_eq!(cli.pod_defaults(), ExporterPodDefaults::default());
+        let cli = parse(&["--exporter-image", "registry.local/exporter:dev"]).unwrap();
+        assert_eq!(cli.exporter_image, "registry.local/exporter:dev");
+    }
+
+    #[test]
+    fn exporter_pod_defaults_from_flags() {
+        let cli = parse(&[
+            "--exporter-image-pull-policy",
+            "Never",
+            "--exporter-image-pull-secrets",
+            "regcred, mirror,,",
         ])
         .unwrap();
-        assert!(!cli.leader_election);
-        assert!(
-            Cli::try_parse_from(["spansink-operator"]).is_err()
-                || std::env::var("SPANSINK_EXPORTER_IMAGE").is_ok()
+        assert_eq!(
+            cli.pod_defaults(),
+            ExporterPodDefaults {
+                image_pull_policy: Some(ImagePullPolicy::Never),
+                image_pull_secrets: vec!["regcred".into(), "mirror".into()],
+            }
         );
+        let err = parse(&["--exporter-image-pull-policy", "Sometimes"]).unwrap_err();
+        assert!(err.to_string().contains("Sometimes"), "{err}");
     }
 }

@@ -121,6 +121,7 @@ mod tests {
             FakeApiServer::default().client(),
             reporter,
             "spansink:test".into(),
+            Default::default(),
             Metrics::new(),
         )
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -13,9 +14,10 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EphemeralVolumeSource, HTTPGetAction, PersistentVolumeClaimSpec, PersistentVolumeClaimTemplate,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    EphemeralVolumeSource, HTTPGetAction, LocalObjectReference, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimTemplate, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -26,7 +28,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use spansink_config::{ExporterConfig, ValidationErrors};
 
-use crate::crd::{ManagementState, QueueVolumeSpec, SpanSink};
+use crate::crd::{ImagePullPolicy, ManagementState, QueueVolumeSpec, SpanSink};
 use crate::error::{Error, Result};
 
 /// Pod-template annotation holding the config hash: a new hash rolls the pods.
@@ -47,6 +49,15 @@ pub const HTTP_PORT: i32 = 4318;
 pub const METRICS_PORT: i32 = 8888;
 /// UID/GID the exporter runs as (the distroless `nonroot` user).
 pub const RUN_AS: i64 = 65532;
+/// The exporter image of this operator's own version: the default of `--exporter-image`,
+/// so an operator always deploys the exporter it was released (and tested) with.
+pub const DEFAULT_EXPORTER_IMAGE: &str = concat!(
+    "ghcr.io/spansink/spansink-exporter:",
+    env!("CARGO_PKG_VERSION")
+);
+/// Added to the exporter's own shutdown bound in `terminationGracePeriodSeconds`: the
+/// receivers finishing in-flight requests, process exit, and the kubelet's signal delivery.
+pub const GRACE_MARGIN: Duration = Duration::from_secs(10);
 
 /// The ServiceMonitor kind (Prometheus Operator), which may or may not be installed.
 pub fn service_monitor_resource() -> ApiResource {
@@ -63,6 +74,8 @@ pub struct OperatorSettings {
     pub exporter_image: String,
     /// Whether the cluster serves `monitoring.coreos.com/v1` ServiceMonitor (discovery).
     pub service_monitor_available: bool,
+    /// Defaults for exporter pods where the SpanSink leaves a field unset.
+    pub pod_defaults: ExporterPodDefaults,
 }
 
 /// Every child a managed, valid SpanSink should have. `None` children must not exist.
@@ -97,6 +110,16 @@ pub enum Desired {
     Unmanaged,
 }
 
+/// The operator's defaults for exporter pods, used where a SpanSink leaves the field unset
+/// (flags `--exporter-image-pull-policy`, `--exporter-image-pull-secrets`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExporterPodDefaults {
+    /// Pull policy; `None`: Kubernetes' default for the image's tag.
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Names of image pull Secrets, looked up in each SpanSink's namespace.
+    pub image_pull_secrets: Vec<String>,
+}
+
 /// The children a SpanSink should have, or why none should be touched.
 pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> {
     if sink.spec.management_state == ManagementState::Unmanaged {
@@ -114,6 +137,7 @@ pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> 
     let cx = Context {
         sink,
         settings,
+        pod_defaults: &settings.pod_defaults,
         owner,
         namespace,
         name: sink.name_any(),
@@ -188,6 +212,7 @@ pub fn service_host(sink_name: &str, namespace: &str) -> String {
 struct Context<'a> {
     sink: &'a SpanSink,
     settings: &'a OperatorSettings,
+    pod_defaults: &'a ExporterPodDefaults,
     owner: OwnerReference,
     namespace: String,
     name: String,
@@ -272,6 +297,10 @@ impl Context<'_> {
                     .clone()
                     .unwrap_or_else(|| self.settings.exporter_image.clone()),
             ),
+            image_pull_policy: spec
+                .image_pull_policy
+                .or(self.pod_defaults.image_pull_policy)
+                .map(|p| p.as_str().to_string()),
             args: Some(vec![
                 "run".into(),
                 "--config".into(),
@@ -315,13 +344,6 @@ impl Context<'_> {
             ..Container::default()
         };
 
-        // The exporter drains its queues for `drain_timeout` on SIGTERM; give it that and
-        // a margin before the kubelet kills it.
-        let drain = self.pipeline().shutdown.drain_timeout.get().as_secs();
-        let grace = i64::try_from(drain)
-            .unwrap_or(i64::MAX / 2)
-            .saturating_add(10);
-
         Deployment {
             metadata: self.meta(self.name.clone()),
             spec: Some(DeploymentSpec {
@@ -354,7 +376,10 @@ impl Context<'_> {
                         tolerations: (!spec.tolerations.is_empty())
                             .then(|| spec.tolerations.clone()),
                         affinity: spec.affinity.clone(),
-                        termination_grace_period_seconds: Some(grace),
+                        termination_grace_period_seconds: Some(termination_grace_period_seconds(
+                            self.pipeline(),
+                        )),
+                        image_pull_secrets: self.image_pull_secrets(),
                         security_context: Some(PodSecurityContext {
                             run_as_non_root: Some(true),
                             run_as_user: Some(RUN_AS),
@@ -386,6 +411,21 @@ impl Context<'_> {
             }),
             ..Deployment::default()
         }
+    }
+
+    /// The SpanSink's list when set (even empty), else the operator's default; `None` when
+    /// empty so the field stays out of the apply.
+    fn image_pull_secrets(&self) -> Option<Vec<LocalObjectReference>> {
+        let secrets = match &self.sink.spec.image_pull_secrets {
+            Some(own) => own.clone(),
+            None => self
+                .pod_defaults
+                .image_pull_secrets
+                .iter()
+                .map(|name| LocalObjectReference { name: name.clone() })
+                .collect(),
+        };
+        (!secrets.is_empty()).then_some(secrets)
     }
 
     fn data_volume(&self) -> Volume {
@@ -540,6 +580,21 @@ impl Context<'_> {
         object.metadata = metadata;
         object
     }
+}
+
+/// `terminationGracePeriodSeconds` of the exporter pods, in whole seconds rounded up. On
+/// SIGTERM the exporter stops its receivers, delivers what is queued for up to
+/// `shutdown.drain_timeout`, then gives its sinks up to
+/// [`ShutdownConfig::SINK_SHUTDOWN_TIMEOUT`](spansink_config::ShutdownConfig::SINK_SHUTDOWN_TIMEOUT)
+/// to flush and close; a kubelet SIGKILL before that end loses spans the exporter already
+/// accepted. [`GRACE_MARGIN`] covers what happens around the chain's shutdown.
+pub fn termination_grace_period_seconds(pipeline: &ExporterConfig) -> i64 {
+    let bound = pipeline
+        .shutdown
+        .max_chain_shutdown()
+        .saturating_add(GRACE_MARGIN);
+    let whole = bound.as_secs() + u64::from(bound.subsec_nanos() > 0);
+    i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {

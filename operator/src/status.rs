@@ -225,6 +225,7 @@ mod tests {
         OperatorSettings {
             exporter_image: "spansink:test".into(),
             service_monitor_available: false,
+            pod_defaults: Default::default(),
         }
     }
 

@@ -12,6 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use spansink_operator::rbac::{self, Rule};
 
+#[path = "support/pod_security.rs"]
+mod pod_security;
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -180,6 +183,11 @@ fn default_values_watch_all_namespaces_with_a_cluster_role() {
         env["SPANSINK_EXPORTER_IMAGE"]["value"],
         "ghcr.io/spansink/spansink-exporter:0.1.0"
     );
+    assert_eq!(
+        env["SPANSINK_EXPORTER_IMAGE_PULL_POLICY"]["value"],
+        "IfNotPresent"
+    );
+    assert!(!env.contains_key("SPANSINK_EXPORTER_IMAGE_PULL_SECRETS"));
     assert_eq!(env["SPANSINK_LEADER_ELECTION"]["value"], "true");
     assert_eq!(
         env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"],
@@ -252,5 +260,142 @@ fn values_schema_refuses_bad_values() {
     ] {
         let result = render(bad.clone(), "ops");
         assert!(result.is_err(), "chart accepted {bad}");
+    }
+}
+
+fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
+}
+
+/// `(version, appVersion)` of charts/spansink/Chart.yaml.
+fn chart_versions() -> (String, String) {
+    let text = std::fs::read_to_string(repo_root().join("charts/spansink/Chart.yaml")).unwrap();
+    let chart: Value = serde_yaml::from_str(&text).unwrap();
+    (
+        chart["version"].as_str().unwrap().to_string(),
+        chart["appVersion"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn default_image_tags_follow_app_version_and_match_the_release_images() {
+    let (version, app_version) = chart_versions();
+    // README's build command tags the images with the crate version; the chart must
+    // point at exactly those.
+    assert_eq!(
+        app_version,
+        env!("CARGO_PKG_VERSION"),
+        "Chart.yaml appVersion"
+    );
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "Chart.yaml version");
+    let (_, objects) = render(json!({}), "ops").unwrap();
+    let d = &typed(&objects)["Deployment"][0];
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("ghcr.io/spansink/spansink-operator:{app_version}")
+    );
+    assert_eq!(
+        env_of(d)["SPANSINK_EXPORTER_IMAGE"]["value"],
+        format!("ghcr.io/spansink/spansink-exporter:{app_version}")
+    );
+    // An explicit tag wins over appVersion.
+    let values = json!({"image": {"repository": "r.local/op", "tag": "dev"},
+                        "exporter": {"image": {"repository": "r.local/ex", "tag": "dev2"}}});
+    let (_, objects) = render(values, "ops").unwrap();
+    let d = &typed(&objects)["Deployment"][0];
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "r.local/op:dev"
+    );
+    assert_eq!(
+        env_of(d)["SPANSINK_EXPORTER_IMAGE"]["value"],
+        "r.local/ex:dev2"
+    );
+}
+
+#[test]
+fn exporter_pull_policy_and_secrets_reach_the_operator_flags() {
+    let values = json!({"exporter": {"image": {"pullPolicy": "Always"},
+                                     "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}]}});
+    let (lint, objects) = render(values, "ops").unwrap();
+    assert_lint_clean(&lint);
+    let env = env_of(&typed(&objects)["Deployment"][0]);
+    assert_eq!(
+        env["SPANSINK_EXPORTER_IMAGE_PULL_POLICY"]["value"],
+        "Always"
+    );
+    assert_eq!(
+        env["SPANSINK_EXPORTER_IMAGE_PULL_SECRETS"]["value"],
+        "regcred,mirror"
+    );
+    // Empty pull policy: the operator leaves Kubernetes' default.
+    let (_, objects) = render(json!({"exporter": {"image": {"pullPolicy": ""}}}), "ops").unwrap();
+    assert!(
+        !env_of(&typed(&objects)["Deployment"][0])
+            .contains_key("SPANSINK_EXPORTER_IMAGE_PULL_POLICY")
+    );
+    for bad in [
+        json!({"exporter": {"image": {"pullPolicy": "Sometimes"}}}),
+        json!({"exporter": {"imagePullSecrets": ["regcred"]}}),
+        json!({"exporterImage": {"repository": "old/key"}}),
+    ] {
+        assert!(render(bad.clone(), "ops").is_err(), "chart accepted {bad}");
+    }
+}
+
+#[test]
+fn operator_pod_passes_the_restricted_pod_security_standard() {
+    let extra = json!({
+        "replicaCount": 2,
+        "imagePullSecrets": [{"name": "regcred"}],
+        "podAnnotations": {"example.com/team": "platform"},
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "nodeSelector": {"pool": "system"},
+        "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
+        "watchNamespaces": ["team-a"],
+        "serviceMonitor": {"enabled": true},
+        "podSecurityContext": {"fsGroup": 65532},
+        "securityContext": {"runAsUser": 65532},
+        "exporter": {"imagePullSecrets": [{"name": "regcred"}]}
+    });
+    for (what, values) in [
+        ("default values", json!({})),
+        ("values with extra settings", extra),
+    ] {
+        let (lint, objects) = render(values, "ops").unwrap();
+        assert_lint_clean(&lint);
+        let by_kind = typed(&objects);
+        let d = &by_kind["Deployment"][0];
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+            true
+        );
+        pod_security::assert_restricted(
+            &format!("chart operator Deployment ({what})"),
+            &d["spec"]["template"],
+        );
+    }
+}
+
+#[test]
+fn values_cannot_loosen_the_restricted_security_contexts() {
+    for bad in [
+        json!({"securityContext": {"allowPrivilegeEscalation": true}}),
+        json!({"securityContext": {"readOnlyRootFilesystem": false}}),
+        json!({"securityContext": {"privileged": true}}),
+        json!({"securityContext": {"runAsUser": 0}}),
+        json!({"securityContext": {"capabilities": {"drop": ["NET_RAW"]}}}),
+        json!({"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+        json!({"podSecurityContext": {"runAsNonRoot": false}}),
+        json!({"podSecurityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+        // null deletes a default key in Helm.
+        json!({"podSecurityContext": {"seccompProfile": null}}),
+    ] {
+        assert!(render(bad.clone(), "ops").is_err(), "chart accepted {bad}");
     }
 }

@@ -232,15 +232,23 @@ fn file_pipeline() -> Value {
 #[test]
 fn schema_rejects_what_the_api_server_must_reject() {
     let validator = jsonschema::validator_for(&schema()).unwrap();
-    let ok = spansink(json!({"pipeline": file_pipeline(), "replicas": 2}));
-    assert!(
-        validator.is_valid(&ok),
-        "{:?}",
-        validator
-            .iter_errors(&ok)
-            .map(|e| e.to_string())
-            .collect::<Vec<_>>()
-    );
+    for ok in [
+        spansink(json!({"pipeline": file_pipeline(), "replicas": 2})),
+        spansink(
+            json!({"pipeline": file_pipeline(), "imagePullPolicy": "Never",
+                        "imagePullSecrets": [{"name": "regcred"}]}),
+        ),
+        spansink(json!({"pipeline": file_pipeline(), "imagePullSecrets": []})),
+    ] {
+        assert!(
+            validator.is_valid(&ok),
+            "{:?}",
+            validator
+                .iter_errors(&ok)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+        );
+    }
 
     let bad = [
         ("no pipeline", json!({"replicas": 1})),
@@ -279,6 +287,14 @@ fn schema_rejects_what_the_api_server_must_reject() {
         (
             "maxReplicas missing",
             json!({"pipeline": file_pipeline(), "autoscaling": {"minReplicas": 1}}),
+        ),
+        (
+            "bad image pull policy",
+            json!({"pipeline": file_pipeline(), "imagePullPolicy": "Sometimes"}),
+        ),
+        (
+            "image pull secret without name",
+            json!({"pipeline": file_pipeline(), "imagePullSecrets": [{}]}),
         ),
         (
             "bad interval",

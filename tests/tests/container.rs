@@ -201,6 +201,7 @@ fn rendered_file_sink(image: &str) -> Box<reconcile::Children> {
     let settings = OperatorSettings {
         exporter_image: image.into(),
         service_monitor_available: false,
+        pod_defaults: Default::default(),
     };
     match reconcile::desired(&sink, &settings).expect("reconcile file-sink.yaml") {
         Desired::Children(children) => children,

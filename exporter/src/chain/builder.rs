@@ -27,8 +27,9 @@ use crate::sinks::{BuildError, SharedSink};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::SinkReasonLabels;
 
-/// How long each sink's `shutdown` (final flush) may take after the drain.
-const SINK_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long each sink's `shutdown` (final flush) may take after the drain. Defined in the
+/// config crate because the operator adds it to the pods' termination grace period.
+const SINK_SHUTDOWN_TIMEOUT: Duration = spansink_config::ShutdownConfig::SINK_SHUTDOWN_TIMEOUT;
 
 /// All sinks of one config generation with their queues, policy stacks and workers.
 pub struct Chain {

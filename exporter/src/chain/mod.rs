@@ -14,7 +14,7 @@ pub mod queue;
 pub mod rate_limit;
 pub mod retry;
 #[cfg(test)]
-mod test_sinks;
+pub(crate) mod test_sinks;
 pub mod timeout;
 pub mod worker;
 

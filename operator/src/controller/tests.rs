@@ -99,7 +99,13 @@ fn start(
         controller: "spansink-operator".into(),
         instance: Some("test".into()),
     };
-    let ctx = Context::new(client, reporter, "spansink:test".into(), Metrics::new());
+    let ctx = Context::new(
+        client,
+        reporter,
+        "spansink:test".into(),
+        Default::default(),
+        Metrics::new(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stopped.await;

@@ -6,12 +6,17 @@ use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
+use crate::crd::{EphemeralQueueVolume, QueueVolumeSpec};
 use crate::fixtures::FILE_PIPELINE_BIG_BATCH;
+
+#[path = "../../tests/support/pod_security.rs"]
+mod pod_security;
 
 fn settings() -> OperatorSettings {
     OperatorSettings {
         exporter_image: "ghcr.io/spansink/exporter:0.1.0".into(),
         service_monitor_available: false,
+        pod_defaults: ExporterPodDefaults::default(),
     }
 }
 
@@ -128,8 +133,11 @@ fn defaults_give_configmap_deployment_service_and_nothing_else() {
         psc.seccomp_profile.as_ref().unwrap().type_,
         "RuntimeDefault"
     );
-    // drain_timeout default 20s + 10s margin.
-    assert_eq!(pod.termination_grace_period_seconds, Some(30));
+    // drain_timeout default 20s + 5s sink shutdown + 10s margin.
+    assert_eq!(pod.termination_grace_period_seconds, Some(35));
+    // No pull policy or secrets unless asked for: Kubernetes' defaults apply.
+    assert_eq!(ct.image_pull_policy, None);
+    assert_eq!(pod.image_pull_secrets, None);
 
     // Volumes: config from the ConfigMap (read-only), writable data and /tmp.
     let volumes = pod.volumes.as_ref().unwrap();
@@ -531,4 +539,144 @@ fn an_object_without_uid_cannot_own_children() {
         desired(&sink, &settings()),
         Err(Error::MissingObjectKey(_))
     ));
+}
+
+fn pod_spec(d: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+#[test]
+fn grace_period_covers_drain_sink_shutdown_and_margin() {
+    let grace = |drain: &str| {
+        let sink = SpanSink::fixture().with_pipeline(&format!(
+            "shutdown:\n  drain_timeout: {drain}\nsinks:\n  b:\n    blackhole: {{}}\n"
+        ));
+        pod_spec(&children(&sink).deployment).termination_grace_period_seconds
+    };
+    // drain + ShutdownConfig::SINK_SHUTDOWN_TIMEOUT (5s) + GRACE_MARGIN (10s).
+    assert_eq!(grace("90s"), Some(105));
+    assert_eq!(grace("1s"), Some(16));
+    // Rounded up: a kubelet that kills half a second early still loses spans.
+    assert_eq!(grace("1500ms"), Some(17));
+    assert_eq!(
+        termination_grace_period_seconds(&SpanSink::fixture().spec.pipeline),
+        35
+    );
+}
+
+#[test]
+fn image_pull_policy_and_secrets_from_spec_else_operator_defaults() {
+    use crate::crd::ImagePullPolicy;
+    let defaults = ExporterPodDefaults {
+        image_pull_policy: Some(ImagePullPolicy::IfNotPresent),
+        image_pull_secrets: vec!["regcred".into(), "mirror".into()],
+    };
+    let with_defaults = OperatorSettings {
+        pod_defaults: defaults,
+        ..settings()
+    };
+    let render = |sink: &SpanSink| match desired(sink, &with_defaults).unwrap() {
+        Desired::Children(c) => c.deployment,
+        other => panic!("expected children, got {other:?}"),
+    };
+    let secret_names = |d: &Deployment| -> Option<Vec<String>> {
+        pod_spec(d)
+            .image_pull_secrets
+            .as_ref()
+            .map(|s| s.iter().map(|r| r.name.clone()).collect())
+    };
+
+    // Unset in the SpanSink: the operator's defaults.
+    let d = render(&SpanSink::fixture());
+    assert_eq!(
+        container(&d).image_pull_policy.as_deref(),
+        Some("IfNotPresent")
+    );
+    assert_eq!(
+        secret_names(&d),
+        Some(vec!["regcred".to_string(), "mirror".to_string()])
+    );
+
+    // Set: the SpanSink wins, and an empty list means none.
+    let mut sink = SpanSink::fixture();
+    sink.spec.image_pull_policy = Some(ImagePullPolicy::Never);
+    sink.spec.image_pull_secrets = Some(vec![LocalObjectReference {
+        name: "team-a-registry".into(),
+    }]);
+    let d = render(&sink);
+    assert_eq!(container(&d).image_pull_policy.as_deref(), Some("Never"));
+    assert_eq!(secret_names(&d), Some(vec!["team-a-registry".to_string()]));
+    sink.spec.image_pull_secrets = Some(Vec::new());
+    assert_eq!(secret_names(&render(&sink)), None);
+}
+
+#[test]
+fn image_pull_fields_parse_from_a_manifest() {
+    let sink: SpanSink = serde_yaml::from_str(
+        "apiVersion: spansink.dev/v1alpha1\nkind: SpanSink\nmetadata: {name: t, namespace: a, uid: u}\nspec:\n  imagePullPolicy: Always\n  imagePullSecrets: [{name: regcred}]\n  pipeline:\n    sinks:\n      b:\n        blackhole: {}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        sink.spec.image_pull_policy,
+        Some(crate::crd::ImagePullPolicy::Always)
+    );
+    let d = children(&sink).deployment;
+    assert_eq!(container(&d).image_pull_policy.as_deref(), Some("Always"));
+    assert_eq!(
+        pod_spec(&d).image_pull_secrets.as_ref().unwrap()[0].name,
+        "regcred"
+    );
+}
+
+/// A SpanSink with every pod-shaping field a user can set.
+fn with_user_settings() -> SpanSink {
+    use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut sink = SpanSink::fixture()
+        .with_secret_env("otlp-credentials")
+        .with_autoscaling(2, 5);
+    sink.spec.env.push(EnvVar {
+        name: "RUST_LOG".into(),
+        value: Some("debug".into()),
+        ..EnvVar::default()
+    });
+    sink.spec
+        .pod_annotations
+        .insert("example.com/team".into(), "a".into());
+    sink.spec.resources = Some(ResourceRequirements {
+        requests: Some(BTreeMap::from([("cpu".into(), Quantity("100m".into()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            Quantity("256Mi".into()),
+        )])),
+        ..ResourceRequirements::default()
+    });
+    sink.spec.queue_volume = Some(QueueVolumeSpec {
+        empty_dir: None,
+        ephemeral: Some(EphemeralQueueVolume {
+            size: Quantity("5Gi".into()),
+            storage_class_name: None,
+        }),
+    });
+    sink.spec.service_account_name = Some("exporter".into());
+    sink.spec.image_pull_secrets = Some(vec![LocalObjectReference {
+        name: "regcred".into(),
+    }]);
+    sink.spec.image_pull_policy = Some(crate::crd::ImagePullPolicy::Always);
+    sink
+}
+
+#[test]
+fn exporter_pods_pass_the_restricted_pod_security_standard() {
+    for (what, sink) in [
+        ("default fixture", SpanSink::fixture()),
+        (
+            "user-set env, envFrom, podAnnotations, resources, ephemeral volume, autoscaling, serviceAccountName",
+            with_user_settings(),
+        ),
+    ] {
+        let d = children(&sink).deployment;
+        let template = serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap();
+        pod_security::assert_restricted(what, &template);
+    }
 }
