@@ -114,6 +114,18 @@ fn start(
     (task, stop)
 }
 
+/// Asks the controller to stop and waits for it.
+async fn stop_controller(
+    task: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+) {
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 fn owned_by(object: &Value, uid: &str) -> bool {
     object["metadata"]["ownerReferences"]
         .as_array()
@@ -273,11 +285,7 @@ async fn controller_loop_follows_the_spansink_through_its_life() {
         "a namespaced controller stays in its namespace"
     );
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -316,11 +324,7 @@ async fn unmanaged_spansink_children_are_left_alone() {
         "config not rolled out while unmanaged"
     );
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -340,11 +344,7 @@ async fn service_monitor_follows_discovery_and_the_spec() {
     .await;
     assert!(why.contains("monitoring.coreos.com/v1"), "{why}");
     assert!(fake.get(&monitors, "team-a", "traces").is_none());
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 
     // Served (a fresh operator, as after installing the Prometheus Operator): created...
     fake.serve_service_monitors();
@@ -373,11 +373,7 @@ async fn service_monitor_follows_discovery_and_the_spec() {
         })
         .collect();
     assert!(uncovered.is_empty(), "{uncovered:?}");
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 }
 
 fn pdbs() -> Kind {
@@ -510,11 +506,7 @@ async fn objects_the_spansink_does_not_control_are_never_taken_over() {
     })
     .await;
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -536,11 +528,7 @@ async fn a_deleted_service_monitor_comes_back_at_once() {
     })
     .await;
     assert_ne!(first["metadata"]["uid"], again["metadata"]["uid"]);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -557,9 +545,5 @@ async fn a_cluster_without_the_prometheus_operator_still_gets_a_status() {
     })
     .await;
     assert_eq!(status["status"]["observedGeneration"], 1);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap();
+    stop_controller(task, stop).await;
 }
