@@ -104,7 +104,6 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 mod tests {
     use axum::body::Body;
     use axum::http::Request;
-    use http_body_util::BodyExt;
     use kube::runtime::events::Reporter;
     use tower::ServiceExt;
 
@@ -135,15 +134,7 @@ mod tests {
             .oneshot(req.body(Body::empty()).unwrap())
             .await
             .unwrap();
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, ct, String::from_utf8_lossy(&body).into_owned())
+        crate::fake_apiserver::read(resp).await
     }
 
     #[tokio::test]

@@ -120,7 +120,7 @@ pub fn get<'a>(object: &'a Value, path: &[Step]) -> Option<&'a Value> {
 }
 
 /// Sets `path` in `object` to `value`, creating objects and list elements on the way.
-fn set(object: &mut Value, path: &[Step], value: Value, template: &Value) {
+fn set(object: &mut Value, path: &[Step], value: Value) {
     let Some((first, rest)) = path.split_first() else {
         *object = value;
         return;
@@ -130,14 +130,13 @@ fn set(object: &mut Value, path: &[Step], value: Value, template: &Value) {
             if !object.is_object() {
                 *object = json!({});
             }
-            let next_template = template.get(f).unwrap_or(&Value::Null);
             let slot = object
                 .as_object_mut()
                 .map(|m| m.entry(f.clone()).or_insert(Value::Null));
             if let Some(slot) = slot {
                 match rest.first() {
-                    Some(Step::Key(k)) => set_element(slot, f, k, &rest[1..], value, next_template),
-                    _ => set(slot, rest, value, next_template),
+                    Some(Step::Key(k)) => set_element(slot, f, k, &rest[1..], value),
+                    _ => set(slot, rest, value),
                 }
             }
         }
@@ -145,14 +144,7 @@ fn set(object: &mut Value, path: &[Step], value: Value, template: &Value) {
     }
 }
 
-fn set_element(
-    list: &mut Value,
-    field: &str,
-    key: &str,
-    rest: &[Step],
-    value: Value,
-    template: &Value,
-) {
+fn set_element(list: &mut Value, field: &str, key: &str, rest: &[Step], value: Value) {
     if !list.is_array() {
         *list = json!([]);
     }
@@ -172,14 +164,7 @@ fn set_element(
             items.len() - 1
         }
     };
-    let element_template = template
-        .as_array()
-        .and_then(|t| {
-            t.iter()
-                .find(|e| element_key(field, e).as_deref() == Some(key))
-        })
-        .unwrap_or(&Value::Null);
-    set(&mut items[index], rest, value, element_template);
+    set(&mut items[index], rest, value);
 }
 
 /// Removes `path` from `object`, then any object or list element left empty by it.
@@ -387,7 +372,7 @@ pub fn apply(
     }
     for path in &new_paths {
         if let Some(value) = get(applied, path) {
-            set(&mut object, path, value.clone(), applied);
+            set(&mut object, path, value.clone());
         }
     }
     for field in ["apiVersion", "kind"] {

@@ -758,9 +758,30 @@ fn immutable_field_changed(
     })
 }
 
+/// Status, content type and body text of a response, for tests of HTTP answers.
+#[cfg(test)]
+pub(crate) async fn read<B>(resp: Response<B>) -> (StatusCode, String, String)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use http_body_util::BodyExt;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, Patch, PatchParams};
 
@@ -776,16 +797,7 @@ mod tests {
             .uri(path)
             .body(kube::client::Body::empty())
             .unwrap();
-        let resp = server.handle(req).await;
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, ct, String::from_utf8_lossy(&body).into_owned())
+        read(server.handle(req).await).await
     }
 
     #[tokio::test]
