@@ -17,7 +17,7 @@ use crate::receiver::{self, ReceiverLimits};
 use crate::reload::{ChainFactory, LiveChain, Reloader, SinkChains};
 use crate::sinks::{self, BuildError};
 use crate::telemetry::metrics::Protocol;
-use crate::telemetry::{self, Health, Metrics};
+use crate::telemetry::{self, Health, Metrics, logging};
 
 /// Why the exporter could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +172,8 @@ pub async fn start_with(
     }
 
     tracing::info!(
-        grpc = ?grpc_addr, http = ?http_addr, telemetry = %telemetry_addr,
-        sinks = ?config.sinks.keys().collect::<Vec<_>>(),
+        grpc = %logging::address(grpc_addr), http = %logging::address(http_addr),
+        telemetry = %telemetry_addr, sinks = %logging::list(config.sinks.keys()),
         "spansink exporter started"
     );
     Ok(Running {
@@ -284,7 +284,12 @@ impl Running {
             }
         }
         let report = self.live.drain_until(until).await;
-        tracing::info!(?report, "sink chain drained; exiting");
+        tracing::info!(
+            delivered_spans = report.delivered_spans,
+            dropped_spans = report.dropped_spans,
+            timed_out = report.timed_out,
+            "sink chain drained; exiting"
+        );
         self.stop_telemetry.cancel();
         let _ = self.telemetry_task.await;
         first_error.map_or(Ok(()), Err)

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chain::{Admission, Admit, Chain, DrainReport, Refusal};
 use crate::sinks::BuildError;
 use crate::telemetry::metrics::ResultLabels;
-use crate::telemetry::{Health, Metrics};
+use crate::telemetry::{Health, Metrics, logging};
 
 /// The chain the receivers admit into: the current generation, replaced on reload.
 pub struct LiveChain {
@@ -53,7 +53,12 @@ impl LiveChain {
             std::mem::replace(&mut *current, next.clone())
         };
         let report = previous.drain(deadline).await;
-        tracing::info!(?report, "previous chain drained");
+        tracing::info!(
+            delivered_spans = report.delivered_spans,
+            dropped_spans = report.dropped_spans,
+            timed_out = report.timed_out,
+            "previous chain drained"
+        );
         next.start();
     }
 
@@ -198,7 +203,7 @@ impl Reloader {
                 return;
             }
         };
-        tracing::info!(sinks = ?chain.sink_names(), "config changed: switching to the new sink chain");
+        tracing::info!(sinks = %logging::list(chain.sink_names()), "config changed: switching to the new sink chain");
         self.live
             .replace(chain, next.shutdown.drain_timeout.get())
             .await;

@@ -148,7 +148,7 @@ impl Intake {
             _ => {
                 self.count_refused_spans("filtered", rejected);
                 tracing::debug!(
-                    protocol = ?self.protocol,
+                    protocol = %self.protocol,
                     spans,
                     rejected,
                     message = admission.message.as_deref().unwrap_or_default(),
@@ -170,7 +170,7 @@ impl Intake {
         }
         if !rejection.is_client_error() && self.capacity_warning_due() {
             tracing::warn!(
-                protocol = ?self.protocol,
+                protocol = %self.protocol,
                 reason,
                 spans,
                 error = %rejection,
@@ -179,7 +179,7 @@ impl Intake {
                 CAPACITY_WARNING_INTERVAL.as_secs()
             );
         } else {
-            tracing::debug!(protocol = ?self.protocol, reason, spans, error = %rejection, "export request refused");
+            tracing::debug!(protocol = %self.protocol, reason, spans, error = %rejection, "export request refused");
         }
         rejection
     }

@@ -23,3 +23,55 @@ pub fn init(format: LogFormat, level: &str) {
             .try_init(),
     };
 }
+
+/// A list as one plain log value (`a, b, c`), so that log fields never carry `Debug`
+/// quoting and brackets (`["a", "b"]`), which log pipelines then have to unpick.
+pub fn list<I>(items: I) -> String
+where
+    I: IntoIterator,
+    I::Item: std::fmt::Display,
+{
+    let mut out = String::new();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&item.to_string());
+    }
+    out
+}
+
+/// Counts by key as one plain log value (`version_conflict=3, mapper_parsing=1`).
+pub fn counts<'a, K, V, I>(pairs: I) -> String
+where
+    I: IntoIterator<Item = (&'a K, &'a V)>,
+    K: std::fmt::Display + ?Sized + 'a,
+    V: std::fmt::Display + 'a,
+{
+    list(pairs.into_iter().map(|(k, v)| format!("{k}={v}")))
+}
+
+/// An optional listener address as a plain log value: the address, or `off`.
+pub fn address(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "off".to_string(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn values_are_plain_text() {
+        assert_eq!(list(["a", "b"]), "a, b");
+        assert_eq!(list(Vec::<String>::new()), "");
+        let counts_by_kind = BTreeMap::from([("x", 3), ("y", 1)]);
+        assert_eq!(counts(&counts_by_kind), "x=3, y=1");
+        assert_eq!(address(None), "off");
+        assert_eq!(
+            address(Some("127.0.0.1:4317".parse().unwrap())),
+            "127.0.0.1:4317"
+        );
+    }
+}

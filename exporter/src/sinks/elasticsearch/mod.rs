@@ -18,6 +18,7 @@ use spansink_config::ElasticsearchSinkConfig;
 use crate::otlp::Batch;
 use crate::sinks::s3::object_key::KeyTemplate;
 use crate::sinks::{BuildError, Sink, SinkError};
+use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 
 use bulk::{ItemError, ItemOutcome, RequestOutcome, classify_request, parse_items};
@@ -224,7 +225,7 @@ impl ElasticsearchSink {
             for (_, _, error) in failed {
                 *counts.entry(error.kind.as_str()).or_default() += 1;
             }
-            tracing::warn!(sink = %self.name, refused = failed.len(), by_type = ?counts, "documents refused");
+            tracing::warn!(sink = %self.name, refused = failed.len(), by_type = %logging::counts(&counts), "documents refused");
         }
     }
 }
@@ -273,7 +274,7 @@ impl Sink for ElasticsearchSink {
         let mut backoff = self.item_retry_backoff;
         for round in 0..=self.item_retries {
             if round > 0 {
-                tracing::debug!(sink = %self.name, round, documents = pending.len(), retryable = ?report.retried, "re-sending documents the cluster could not take");
+                tracing::debug!(sink = %self.name, round, documents = pending.len(), retryable = %logging::counts(&report.retried), "re-sending documents the cluster could not take");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_ITEM_BACKOFF);
             }
@@ -297,7 +298,7 @@ impl Sink for ElasticsearchSink {
                 (None, Some(item)) if item.status == 429 => "throttled",
                 (None, _) => "unavailable",
             };
-            tracing::warn!(sink = %self.name, documents = total, written = report.written, still_refused = pending.len(), retryable = ?report.retried, "documents still refused after {} re-sends", self.item_retries);
+            tracing::warn!(sink = %self.name, documents = total, written = report.written, still_refused = pending.len(), retryable = %logging::counts(&report.retried), "documents still refused after {} re-sends", self.item_retries);
             return Err(SinkError::transient(
                 reason,
                 format!(

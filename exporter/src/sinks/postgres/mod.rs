@@ -25,6 +25,7 @@ use tokio_postgres::NoTls;
 
 use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError};
+use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 
 use errors::{PostgresError, classify, classify_pool};
@@ -153,8 +154,8 @@ impl PostgresSink {
                 sink = %self.name,
                 table = %self.table.qualified(),
                 created_table = done.created_table,
-                added_columns = ?done.added_columns,
-                created_indexes = ?done.created_indexes,
+                added_columns = %logging::list(&done.added_columns),
+                created_indexes = %logging::list(&done.created_indexes),
                 "PostgreSQL table migrated"
             );
         }
@@ -162,7 +163,7 @@ impl PostgresSink {
             tracing::warn!(
                 sink = %self.name,
                 table = %self.table.qualified(),
-                missing_indexes = ?done.missing_indexes,
+                missing_indexes = %logging::list(&done.missing_indexes),
                 "query indexes are missing and create_table is off; writes work, queries by service and time are slower"
             );
         }
