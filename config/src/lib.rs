@@ -17,8 +17,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use policy::{
-    AttributeMatch, BatchConfig, FilterConfig, OnFiltered, QueueConfig, RateLimitConfig,
-    RetryConfig, SpanMatch, WhenFull,
+    AttributeMatch, BatchConfig, DurableQueueConfig, FilterConfig, FsyncPolicy, OnFiltered,
+    QueueConfig, RateLimitConfig, RetryConfig, SpanMatch, WhenFull,
 };
 pub use receivers::{ListenerConfig, ReceiversConfig};
 pub use sink::{

@@ -28,6 +28,13 @@ pub struct QueueConfig {
     /// is told to retry later. Default: `5s`.
     #[serde(default = "QueueConfig::default_block_timeout")]
     pub block_timeout: Duration,
+    /// Keeps the queue on disk, so that spans accepted but not yet delivered survive a
+    /// crash, an OOM kill or a restart, and are delivered after it (at least once).
+    /// Without it the queue is in memory only. With it, `max_spans` and `max_bytes` bound
+    /// what is also held in memory for fast hand-over; the backlog beyond that is read
+    /// back from disk, and `durable.max_bytes` bounds the disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable: Option<DurableQueueConfig>,
 }
 
 impl QueueConfig {
@@ -49,8 +56,81 @@ impl Default for QueueConfig {
             max_bytes: Self::default_max_bytes(),
             when_full: WhenFull::default(),
             block_timeout: Self::default_block_timeout(),
+            durable: None,
         }
     }
+}
+
+/// Where and how a sink's queue is kept on disk: an append-only log of the requests as
+/// received, each record checked by a CRC32C, with the delivered entries recorded beside
+/// it. One directory per sink; two sinks (or two exporters) never share one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DurableQueueConfig {
+    /// The sink's queue directory, created if missing. Default:
+    /// `/var/lib/spansink/queue/<sink>` (the operator mounts the SpanSink's
+    /// `queueVolume` at `/var/lib/spansink`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Most bytes the queue's files take on disk. When a request does not fit,
+    /// `when_full` applies as for a memory queue. Default: `1GiB`.
+    #[schemars(extend("nullable" = false))]
+    #[serde(default = "DurableQueueConfig::default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// When written requests are forced to the storage device. Default: `batch`.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// With `fsync: interval`, how often. Default: `100ms`.
+    #[serde(default = "DurableQueueConfig::default_fsync_interval")]
+    pub fsync_interval: Duration,
+}
+
+impl DurableQueueConfig {
+    /// Where the queue of sink `sink` lives when `path` is not set.
+    pub const DEFAULT_ROOT: &'static str = "/var/lib/spansink/queue";
+
+    fn default_max_bytes() -> ByteSize {
+        ByteSize::gib(1)
+    }
+    fn default_fsync_interval() -> Duration {
+        Duration::from_millis(100)
+    }
+
+    /// The directory of sink `sink`'s queue.
+    pub fn directory(&self, sink: &str) -> std::path::PathBuf {
+        match &self.path {
+            Some(path) => path.into(),
+            None => std::path::Path::new(Self::DEFAULT_ROOT).join(sink),
+        }
+    }
+}
+
+impl Default for DurableQueueConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            max_bytes: Self::default_max_bytes(),
+            fsync: FsyncPolicy::default(),
+            fsync_interval: Self::default_fsync_interval(),
+        }
+    }
+}
+
+/// When a durable queue forces its writes to the storage device (`fsync`). Writes reach
+/// the kernel at once in every mode, so a crash of the exporter alone (kill, OOM) loses
+/// nothing; the modes differ on a crash of the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// Before a request is acknowledged: concurrent requests share one fsync. Nothing
+    /// acknowledged is lost even when the node fails.
+    #[default]
+    Batch,
+    /// Every `fsync_interval`, in the background: a node failure can lose the last
+    /// interval's requests.
+    Interval,
+    /// Never; the kernel writes back when it chooses (typically within 30 s).
+    Never,
 }
 
 /// Behaviour of a full queue.

@@ -99,6 +99,9 @@ impl ByteSize {
     pub const fn mib(n: u64) -> Self {
         Self(n * Self::MIB)
     }
+    pub const fn gib(n: u64) -> Self {
+        Self(n * Self::GIB)
+    }
     pub const fn bytes(self) -> u64 {
         self.0
     }

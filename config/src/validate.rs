@@ -1,7 +1,7 @@
 //! Semantic checks of an [`ExporterConfig`]: the one place that decides whether a config
 //! that parsed is usable. Every problem is reported with its field path, all at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -187,6 +187,30 @@ impl Validator {
                 );
             }
         }
+        self.shared_queue_directories(config);
+    }
+
+    /// Two sinks writing one queue directory would deliver each other's spans.
+    fn shared_queue_directories(&mut self, config: &ExporterConfig) {
+        let mut owners: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
+        for (name, sink) in &config.sinks {
+            let Some(durable) = &sink.queue.durable else {
+                continue;
+            };
+            match owners.entry(durable.directory(name)) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(name);
+                }
+                std::collections::btree_map::Entry::Occupied(first) => self.error(
+                    format!("sinks.{name}.queue.durable.path"),
+                    format!(
+                        "{} is already the queue directory of sink {:?}: give each sink its own",
+                        first.key().display(),
+                        first.get()
+                    ),
+                ),
+            }
+        }
     }
 
     /// Follows `fallback` links from `start`; a loop back to `start` would bounce a
@@ -294,6 +318,22 @@ impl Validator {
             &format!("{path}.block_timeout"),
             q.block_timeout.get().is_zero(),
         );
+        if let Some(durable) = &q.durable {
+            let path = format!("{path}.durable");
+            // Two segments at least: one being written while an older one is delivered.
+            self.min_size(
+                format!("{path}.max_bytes"),
+                durable.max_bytes,
+                ByteSize::mib(1),
+            );
+            self.positive(
+                &format!("{path}.fsync_interval"),
+                durable.fsync_interval.get().is_zero(),
+            );
+            if let Some(dir) = &durable.path {
+                self.check(!dir.is_empty(), format!("{path}.path"), "must not be empty");
+            }
+        }
     }
 
     fn batch(&mut self, path: &str, b: &BatchConfig, q: &QueueConfig) {

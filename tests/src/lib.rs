@@ -135,6 +135,11 @@ impl Exporter {
     /// Starts the exporter with `sinks` (the YAML of the `sinks:` map, indented by two
     /// spaces) and waits until `/readyz` answers 200.
     pub fn start(sinks: &str) -> Self {
+        Self::start_with(|exporter| exporter.config_text(sinks))
+    }
+
+    /// Starts the exporter on the config `config` writes for it (it knows the ports).
+    pub fn start_with(config: impl FnOnce(&Exporter) -> String) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut exporter = Exporter {
             child: None,
@@ -144,8 +149,20 @@ impl Exporter {
             telemetry_port: free_port(),
             generation: 0,
         };
-        exporter.write_config(&exporter.config_text(sinks));
-        let log = std::fs::File::create(exporter.log_path()).expect("log file");
+        let text = config(&exporter);
+        exporter.write_config(&text);
+        exporter.spawn();
+        exporter
+    }
+
+    /// Starts the process in this exporter's directory (its log appended to) and waits
+    /// until `/readyz` answers 200.
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
         let child = Command::new(exporter_binary())
             .args([
                 "run",
@@ -154,22 +171,38 @@ impl Exporter {
                 "--watch-interval",
                 "200ms",
             ])
-            .current_dir(exporter.dir.path())
+            .current_dir(self.dir.path())
             .env("RUST_LOG", "info,spansink_exporter=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn spansink-exporter");
-        exporter.child = Some(child);
+        self.child = Some(child);
         let ready = wait_for(Duration::from_secs(30), || {
-            exporter.get("/readyz").filter(|(s, _)| *s == 200)
+            self.get("/readyz").filter(|(s, _)| *s == 200)
         });
         assert!(
             ready.is_some(),
             "exporter did not become ready; log:\n{}",
-            exporter.log()
+            self.log()
         );
-        exporter
+    }
+
+    /// `kill -9`: no drain, no flush, as an OOM kill or a node crash leaves it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again on the same directory, config and ports.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart: the exporter is still running"
+        );
+        self.spawn();
     }
 
     /// A full config with this exporter's ports and the given sinks.

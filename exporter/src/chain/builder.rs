@@ -16,7 +16,7 @@ use super::fallback::Fallback;
 use super::fanout::{FanOut, SinkInput};
 use super::filter::SpanFilter;
 use super::monitor::Monitor;
-use super::queue::{MemoryQueue, RETRY_AFTER, SpanQueue};
+use super::queue::{self, RETRY_AFTER, SpanQueue};
 use super::rate_limit::RateLimit;
 use super::retry::Retry;
 use super::timeout::Timeout;
@@ -124,10 +124,13 @@ impl Chain {
         let queues: Vec<Arc<dyn SpanQueue>> = config
             .sinks
             .iter()
-            .map(|(name, sink)| -> Arc<dyn SpanQueue> {
-                Arc::new(MemoryQueue::new(name, &sink.queue, metrics))
+            .map(|(name, sink)| {
+                queue::open(name, &sink.queue, metrics).map_err(|e| BuildError {
+                    sink: name.clone(),
+                    message: e.to_string(),
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let names: Vec<&String> = config.sinks.keys().collect();
         let mut sinks = Vec::with_capacity(queues.len());
         let mut fallbacks = Vec::with_capacity(queues.len());

@@ -24,7 +24,7 @@ pub use fallback::Fallback;
 pub use fanout::{FanOut, SinkInput};
 pub use filter::{Filtered, SpanFilter};
 pub use monitor::Monitor;
-pub use queue::{EntryId, MemoryQueue, QueueEntry, SpanQueue};
+pub use queue::{DurableQueue, EntryId, MemoryQueue, QueueEntry, SpanQueue};
 pub use rate_limit::RateLimit;
 pub use retry::Retry;
 pub use timeout::Timeout;
@@ -69,6 +69,14 @@ pub enum Refusal {
     /// The exporter is stopping (gRPC UNAVAILABLE, HTTP 503).
     #[error("exporter is shutting down; retry against another replica")]
     ShuttingDown { retry_after: Duration },
+    /// A durable queue could not store the request (a full or failing disk); nothing of
+    /// it is counted as accepted (gRPC UNAVAILABLE, HTTP 503).
+    #[error("sink {sink:?} queue cannot store the request ({message}); retry later")]
+    Storage {
+        sink: String,
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
@@ -76,7 +84,8 @@ impl Refusal {
         match self {
             Self::QueueFull { retry_after, .. }
             | Self::Backpressure { retry_after, .. }
-            | Self::ShuttingDown { retry_after } => *retry_after,
+            | Self::ShuttingDown { retry_after }
+            | Self::Storage { retry_after, .. } => *retry_after,
         }
     }
 
@@ -86,6 +95,7 @@ impl Refusal {
             Self::QueueFull { .. } => "queue_full",
             Self::Backpressure { .. } => "backpressure",
             Self::ShuttingDown { .. } => "shutting_down",
+            Self::Storage { .. } => "queue_storage",
         }
     }
 }

@@ -78,9 +78,9 @@ impl Rejection {
             Rejection::Refused(refusal) => {
                 let code = match refusal {
                     Refusal::QueueFull { .. } => Code::ResourceExhausted,
-                    Refusal::Backpressure { .. } | Refusal::ShuttingDown { .. } => {
-                        Code::Unavailable
-                    }
+                    Refusal::Backpressure { .. }
+                    | Refusal::ShuttingDown { .. }
+                    | Refusal::Storage { .. } => Code::Unavailable,
                 };
                 let details = rpc_status_with_retry_info(code, &message, refusal.retry_after());
                 tonic::Status::with_details(code, message, details)

@@ -1,71 +1,19 @@
-//! The bounded queue in front of each sink ([`SpanQueue`]) and its in-memory form
-//! ([`MemoryQueue`]). Not batching or delivery: the worker pops, exports and commits.
-//!
-//! The trait is shaped for a durable queue too: entries have ids, and the consumer
-//! `commit`s an entry only once it was delivered, handed to a fallback or given up, so a
-//! disk queue can forget it then (and replay what was never committed after a crash).
+//! [`MemoryQueue`]: a sink's queue in memory, lost with the process. Not the disk queue
+//! (see `durable`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use spansink_config::{QueueConfig, WhenFull};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Refusal;
+use super::{EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, SpanQueue};
+use crate::chain::Refusal;
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::SinkReasonLabels;
-
-/// How long a refused client is asked to wait. A queue drains in about a batch's export
-/// time; one second is long enough not to hammer a full queue and short enough to keep
-/// latency low. (OTLP clients add their own backoff on top.)
-pub const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Identifies one pushed request within its queue, in push order.
-pub type EntryId = u64;
-
-/// One request taken from a queue, to be committed once the consumer is done with it.
-#[derive(Debug, Clone)]
-pub struct QueueEntry {
-    pub id: EntryId,
-    pub data: TraceData,
-}
-
-/// A sink's queue: bounded, closable, with at-least-once hand-over to its consumer.
-///
-/// Implementations count `sink_received_spans` for what they admit and keep the
-/// `sink_queue_*` gauges current.
-#[async_trait]
-pub trait SpanQueue: Send + Sync {
-    /// Adds a request, or refuses it whole (according to the queue's `when_full`).
-    async fn push(&self, data: TraceData) -> Result<(), Refusal>;
-
-    /// The oldest entry not yet handed out, waiting for one if the queue is empty.
-    /// `None` once the queue is closed and nothing is left. Cancel-safe: dropping the
-    /// future loses nothing.
-    async fn pop(&self) -> Option<QueueEntry>;
-
-    /// The consumer is done with entry `id` (delivered, handed on, or given up). Until
-    /// then the entry counts as pending. Entries may be committed in any order.
-    async fn commit(&self, id: EntryId);
-
-    /// Refuses further pushes (`Refusal::ShuttingDown`, also for pushes waiting for
-    /// room); `pop` still hands out what is left, then returns `None`.
-    fn close(&self);
-
-    /// Spans pushed and not yet committed (queued or in the consumer's hands).
-    fn pending_spans(&self) -> usize;
-
-    /// The consumer stopped for good (shutdown deadline): forgets every pending entry and
-    /// returns how many spans are thereby lost. A durable queue keeps them for the next
-    /// start and returns 0.
-    fn abandon(&self) -> usize;
-}
 
 /// A [`SpanQueue`] in memory, bounded by spans and bytes of entries not yet handed out.
 /// What the consumer holds is bounded separately (batch size times concurrent exports).
@@ -99,41 +47,6 @@ struct State {
     closed: bool,
 }
 
-/// This queue's series, resolved once: pushes are per request and should not look up
-/// label sets each time.
-struct QueueMetrics {
-    spans: Gauge,
-    bytes: Gauge,
-    received: Counter,
-    dropped_oldest: Counter,
-}
-
-impl QueueMetrics {
-    /// Gauges move by deltas, not `set`, so two generations of a sink's queue (old one
-    /// draining during a reload, new one filling) add up instead of overwriting.
-    fn add(&self, spans: usize, bytes: usize) {
-        self.spans.inc_by(gauge_value(spans));
-        self.bytes.inc_by(gauge_value(bytes));
-    }
-
-    fn remove(&self, spans: usize, bytes: usize) {
-        self.spans.dec_by(gauge_value(spans));
-        self.bytes.dec_by(gauge_value(bytes));
-    }
-
-    fn received(&self, spans: usize) {
-        self.received.inc_by(spans as u64);
-    }
-
-    fn dropped_oldest(&self, spans: usize) {
-        self.dropped_oldest.inc_by(spans as u64);
-    }
-}
-
-fn gauge_value(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 impl State {
     /// Whether a request fits. An empty queue takes anything, so a request larger than
     /// the whole capacity can still get through (alone).
@@ -160,12 +73,7 @@ impl State {
 
 impl MemoryQueue {
     pub fn new(sink: &str, config: &QueueConfig, metrics: &Metrics) -> Self {
-        let labels = metrics.sink(sink);
         let max_spans = usize::try_from(config.max_spans).unwrap_or(usize::MAX);
-        metrics
-            .sink_queue_capacity_spans
-            .get_or_create(&labels)
-            .set(gauge_value(max_spans));
         Self {
             sink: sink.to_string(),
             max_spans,
@@ -176,18 +84,7 @@ impl MemoryQueue {
             entry_added: Notify::new(),
             room_made: Notify::new(),
             push_line: tokio::sync::Mutex::new(()),
-            metrics: QueueMetrics {
-                spans: metrics.sink_queue_spans.get_or_create(&labels).clone(),
-                bytes: metrics.sink_queue_bytes.get_or_create(&labels).clone(),
-                received: metrics.sink_received_spans.get_or_create(&labels).clone(),
-                dropped_oldest: metrics
-                    .sink_dropped_spans
-                    .get_or_create(&SinkReasonLabels {
-                        sink: sink.to_string(),
-                        reason: "queue_full",
-                    })
-                    .clone(),
-            },
+            metrics: QueueMetrics::new(sink, max_spans, metrics),
         }
     }
 
@@ -356,10 +253,12 @@ impl SpanQueue for MemoryQueue {
 mod tests {
     use std::sync::Arc;
 
+    use prometheus_client::metrics::gauge::Gauge;
     use spansink_config::ByteSize;
 
     use super::*;
     use crate::chain::test_sinks::trace_data;
+    use crate::telemetry::metrics::SinkReasonLabels;
 
     fn config(max_spans: u64, when_full: WhenFull) -> QueueConfig {
         QueueConfig {
@@ -367,6 +266,7 @@ mod tests {
             max_bytes: ByteSize::mib(64),
             when_full,
             block_timeout: spansink_config::Duration::from_secs(5),
+            durable: None,
         }
     }
 
