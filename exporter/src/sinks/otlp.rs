@@ -180,6 +180,12 @@ pub fn status_error(endpoint: &str, status: &Status) -> SinkError {
         "otlp endpoint {endpoint} answered {code:?}: {}",
         status.message()
     );
+    // A status built from a transport failure (the connection reset, an h2 protocol
+    // error when the backend dies mid-call) carries that error as its source: the
+    // backend never answered, so whatever its code, the call is worth another try.
+    if std::error::Error::source(status).is_some() {
+        return SinkError::transient("transport", message);
+    }
     let reason = code_label(code);
     match code {
         Code::Unavailable
@@ -430,6 +436,19 @@ mod tests {
             assert_eq!(err.is_transient(), transient, "{code:?}: {err}");
             assert_eq!(err.reason(), code_label(code));
         }
+    }
+
+    #[test]
+    fn a_transport_failure_is_transient_whatever_its_code() {
+        // What tonic makes of an h2 protocol error when the backend dies mid-call.
+        let transport = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let mut status = Status::internal("h2 protocol error: http2 error");
+        status.set_source(std::sync::Arc::new(transport));
+        let err = status_error("e", &status);
+        assert!(err.is_transient(), "{err}");
+        assert_eq!(err.reason(), "transport");
+        // The same code answered by the backend itself stays permanent.
+        assert!(!status_error("e", &Status::internal("bad")).is_transient());
     }
 
     #[test]
