@@ -320,7 +320,8 @@ impl Validator {
         );
         if let Some(durable) = &q.durable {
             let path = format!("{path}.durable");
-            // Two segments at least: one being written while an older one is delivered.
+            // Room for several segments (256 KiB at this size): one being written while
+            // older ones are delivered and deleted.
             self.min_size(
                 format!("{path}.max_bytes"),
                 durable.max_bytes,

@@ -353,18 +353,23 @@ pub fn send_grpc(
                 .export(r.clone())
                 .await
                 .unwrap_or_else(|s| panic!("export refused: {s:?}"));
-            let rejected = resp
-                .get_ref()
-                .partial_success
-                .as_ref()
-                .map_or(0, |p| p.rejected_spans as usize);
-            accepted += span_count(r) - rejected;
+            accepted += span_count(r) - rejected_spans(resp.get_ref()) as usize;
         }
         accepted
     })
 }
 
 pub use spansink_exporter::otlp::span_count;
+
+/// Spans an export answer says were rejected (OTLP `partial_success`).
+pub fn rejected_spans(
+    answer: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+) -> i64 {
+    answer
+        .partial_success
+        .as_ref()
+        .map_or(0, |p| p.rejected_spans)
+}
 
 /// Span ids (hex) found in JSON lines.
 pub fn span_ids(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use spansink_exporter::bench::workload::Workload;
-use spansink_tests::{Exporter, wait_for};
+use spansink_tests::{Exporter, rejected_spans, wait_for};
 
 const SPANS_PER_REQUEST: usize = 500;
 
@@ -29,12 +29,8 @@ fn span_ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
         .iter()
         .flat_map(|r| &r.scope_spans)
         .flat_map(|s| &s.spans)
-        .map(|s| hex(&s.span_id))
+        .map(|s| const_hex::encode(&s.span_id))
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A tiny deterministic generator for crash moments (no test depends on the seed).
@@ -85,11 +81,7 @@ fn send_through_crashes(endpoint: &str, seeds: std::ops::Range<u64>, clients: u6
                         };
                         match client.export(request.clone()).await {
                             Ok(answer) => {
-                                let rejected = answer
-                                    .get_ref()
-                                    .partial_success
-                                    .as_ref()
-                                    .map_or(0, |p| p.rejected_spans);
+                                let rejected = rejected_spans(answer.get_ref());
                                 assert_eq!(rejected, 0, "request {seed}: spans rejected");
                                 acked.lock().unwrap().push(seed);
                                 break;
@@ -108,8 +100,7 @@ fn send_through_crashes(endpoint: &str, seeds: std::ops::Range<u64>, clients: u6
             task.await.expect("client task");
         }
     });
-    let acked = acked.lock().unwrap().clone();
-    acked
+    acked.lock().unwrap().clone()
 }
 
 /// Kills and restarts `exporter` `times` times at random moments until `done`.

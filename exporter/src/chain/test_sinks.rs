@@ -16,6 +16,18 @@ use crate::otlp::{Batch, TraceData};
 use crate::sinks::{Sink, SinkError};
 
 /// A request with `spans` spans named `span-0..` from service `service`.
+/// `spansink_sink_dropped_spans_total{reason="queue_full"}` of `sink`: spans a
+/// `when_full: drop_oldest` queue evicted.
+pub fn dropped_for_room(metrics: &crate::telemetry::Metrics, sink: &str) -> u64 {
+    metrics
+        .sink_dropped_spans
+        .get_or_create(&crate::telemetry::metrics::SinkReasonLabels {
+            sink: sink.to_string(),
+            reason: "queue_full",
+        })
+        .get()
+}
+
 pub fn trace_data(service: &str, spans: usize) -> TraceData {
     TraceData::from_request(&request(service, spans))
 }

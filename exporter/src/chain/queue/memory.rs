@@ -8,8 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use spansink_config::{QueueConfig, WhenFull};
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
+use super::wait_for_room::WaitForRoom;
 use super::{EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, SpanQueue};
 use crate::chain::Refusal;
 use crate::otlp::TraceData;
@@ -28,11 +28,8 @@ pub struct MemoryQueue {
     state: Mutex<State>,
     /// Wakes consumers waiting in `pop` (on push and on close).
     entry_added: Notify,
-    /// Wakes the blocked pusher at the head of the line (on pop, eviction and close).
-    room_made: Notify,
-    /// `when_full: block` serves waiting pushers in arrival order (tokio's mutex is
-    /// fair): a large request is not starved by small ones slipping in ahead of it.
-    push_line: tokio::sync::Mutex<()>,
+    /// `when_full: block`: woken on pop, eviction and close.
+    room: WaitForRoom,
     metrics: QueueMetrics,
 }
 
@@ -82,8 +79,7 @@ impl MemoryQueue {
             block_timeout: config.block_timeout.get(),
             state: Mutex::new(State::default()),
             entry_added: Notify::new(),
-            room_made: Notify::new(),
-            push_line: tokio::sync::Mutex::new(()),
+            room: WaitForRoom::new(),
             metrics: QueueMetrics::new(sink, max_spans, metrics),
         }
     }
@@ -155,33 +151,11 @@ impl MemoryQueue {
     }
 
     async fn push_or_wait(&self, data: TraceData) -> Result<(), Refusal> {
-        let deadline = Instant::now() + self.block_timeout;
-        let backpressure = || Refusal::Backpressure {
-            sink: self.sink.clone(),
-            retry_after: RETRY_AFTER,
-        };
-        // Take a place in line; with nobody waiting this does not suspend.
-        let _turn = match self.push_line.try_lock() {
-            Ok(turn) => turn,
-            Err(_) => tokio::time::timeout_at(deadline, self.push_line.lock())
-                .await
-                .map_err(|_| backpressure())?,
-        };
-        let mut data = data;
-        loop {
-            // Register for the wake-up before checking, so a pop between the check and
-            // the wait is not missed.
-            let room = self.room_made.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_insert(data)? {
-                Ok(()) => return Ok(()),
-                Err(back) => data = back,
-            }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
-                return Err(backpressure());
-            }
-        }
+        self.room
+            .push(&self.sink, self.block_timeout, data, |data| {
+                self.try_insert(data)
+            })
+            .await
     }
 }
 
@@ -207,7 +181,7 @@ impl SpanQueue for MemoryQueue {
                     state.unacked.insert(entry.id, spans);
                     self.metrics.remove(spans, bytes);
                     drop(state);
-                    self.room_made.notify_waiters();
+                    self.room.notify();
                     return Some(entry);
                 }
                 if state.closed {
@@ -225,7 +199,7 @@ impl SpanQueue for MemoryQueue {
     fn close(&self) {
         self.state().closed = true;
         self.entry_added.notify_waiters();
-        self.room_made.notify_waiters();
+        self.room.notify();
     }
 
     fn pending_spans(&self) -> usize {
@@ -244,7 +218,7 @@ impl SpanQueue for MemoryQueue {
         state.bytes = 0;
         drop(state);
         self.entry_added.notify_waiters();
-        self.room_made.notify_waiters();
+        self.room.notify();
         lost
     }
 }
@@ -257,8 +231,9 @@ mod tests {
     use spansink_config::ByteSize;
 
     use super::*;
-    use crate::chain::test_sinks::trace_data;
-    use crate::telemetry::metrics::SinkReasonLabels;
+    use tokio::time::Instant;
+
+    use crate::chain::test_sinks::{dropped_for_room, trace_data};
 
     fn config(max_spans: u64, when_full: WhenFull) -> QueueConfig {
         QueueConfig {
@@ -386,13 +361,7 @@ mod tests {
         q.push(trace_data("a", 4)).await.unwrap();
         q.push(trace_data("b", 4)).await.unwrap();
         q.push(trace_data("c", 5)).await.unwrap(); // evicts "a" only: 4 + 5 fits
-        let dropped = m
-            .sink_dropped_spans
-            .get_or_create(&SinkReasonLabels {
-                sink: "s".into(),
-                reason: "queue_full",
-            })
-            .get();
+        let dropped = dropped_for_room(&m, "s");
         assert_eq!(dropped, 4);
         assert_eq!(gauge(&m.sink_queue_spans, &m), 9);
         assert_eq!(q.pop().await.unwrap().data.span_count(), 4);

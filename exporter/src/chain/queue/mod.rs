@@ -8,6 +8,7 @@
 
 pub mod durable;
 pub mod memory;
+mod wait_for_room;
 
 pub use durable::{DurableQueue, QueueStorageError};
 pub use memory::MemoryQueue;

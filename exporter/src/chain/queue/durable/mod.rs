@@ -105,10 +105,6 @@ impl DurableQueue {
         }
         Ok(Self { store, generation })
     }
-
-    pub fn directory(&self) -> &Path {
-        &self.store.dir
-    }
 }
 
 fn shared_store(
@@ -169,11 +165,7 @@ fn spawn_interval_sync(store: &Arc<Store>) {
     };
     let weak = Arc::downgrade(store);
     runtime.spawn(async move {
-        loop {
-            let interval = match weak.upgrade().and_then(|s| s.fsync_interval()) {
-                Some(interval) => interval,
-                None => break,
-            };
+        while let Some(interval) = weak.upgrade().and_then(|s| s.fsync_interval()) {
             tokio::time::sleep(interval).await;
             let Some(store) = weak.upgrade() else { break };
             if let Err(e) = store.sync_round().await {

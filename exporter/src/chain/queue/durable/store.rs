@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::record::{self, Found, HEADER_LEN};
 use super::segment::Segment;
 use crate::chain::Refusal;
+use crate::chain::queue::wait_for_room::WaitForRoom;
 use crate::chain::queue::{EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, gauge_value};
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
@@ -202,10 +203,8 @@ pub struct Store {
     state: Mutex<State>,
     /// Wakes consumers waiting in `pop` (on push, redelivery and close).
     entry_added: Notify,
-    /// Wakes blocked pushers (when a segment is deleted, and on close).
-    room_made: Notify,
-    /// Blocked pushers are served in arrival order.
-    push_line: tokio::sync::Mutex<()>,
+    /// `when_full: block`: woken when a segment is deleted, and on close.
+    room: WaitForRoom,
     /// One reader at a time moves the cursor (pops and `drop_oldest` evictions).
     read_line: tokio::sync::Mutex<()>,
     /// Appends covered by the last fsync round; held while a round runs, so concurrent
@@ -276,8 +275,7 @@ impl Store {
             dir,
             state: Mutex::new(state),
             entry_added: Notify::new(),
-            room_made: Notify::new(),
-            push_line: tokio::sync::Mutex::new(()),
+            room: WaitForRoom::new(),
             read_line: tokio::sync::Mutex::new(()),
             synced: tokio::sync::Mutex::new(0),
             metrics,
@@ -360,31 +358,15 @@ impl Store {
         data: TraceData,
         block_timeout: Duration,
     ) -> Result<u64, Refusal> {
-        let deadline = Instant::now() + block_timeout;
-        let backpressure = || Refusal::Backpressure {
-            sink: self.sink.clone(),
-            retry_after: RETRY_AFTER,
-        };
-        let _turn = match self.push_line.try_lock() {
-            Ok(turn) => turn,
-            Err(_) => tokio::time::timeout_at(deadline, self.push_line.lock())
-                .await
-                .map_err(|_| backpressure())?,
-        };
-        let mut data = data;
-        loop {
-            let room = self.room_made.notified();
-            tokio::pin!(room);
-            room.as_mut().enable();
-            match self.try_append(generation, data) {
-                Ok(seq) => return Ok(seq),
-                Err(NotAppended::Refused(r)) => return Err(r),
-                Err(NotAppended::Full(back)) => data = back,
-            }
-            if tokio::time::timeout_at(deadline, room).await.is_err() {
-                return Err(backpressure());
-            }
-        }
+        self.room
+            .push(&self.sink, block_timeout, data, |data| {
+                match self.try_append(generation, data) {
+                    Ok(appended) => Ok(Ok(appended)),
+                    Err(NotAppended::Full(back)) => Ok(Err(back)),
+                    Err(NotAppended::Refused(refusal)) => Err(refusal),
+                }
+            })
+            .await
     }
 
     async fn push_dropping_oldest(&self, generation: u64, data: TraceData) -> Result<u64, Refusal> {
@@ -802,7 +784,7 @@ impl Store {
                 "cannot delete a delivered queue segment; it is retried at the next start");
         }
         self.disk.show(state);
-        self.room_made.notify_waiters();
+        self.room.notify();
     }
 
     // ---- close, abandon, fsync ----------------------------------------------------
@@ -818,7 +800,7 @@ impl Store {
             }
         }
         self.entry_added.notify_waiters();
-        self.room_made.notify_waiters();
+        self.room.notify();
     }
 
     /// Generation `generation` stops for good: what it had in flight is handed out

@@ -7,8 +7,8 @@ use std::time::Duration;
 use spansink_config::{ByteSize, FsyncPolicy, WhenFull};
 
 use super::*;
-use crate::chain::test_sinks::trace_data;
-use crate::telemetry::metrics::{SinkLabels, SinkReasonLabels};
+use crate::chain::test_sinks::{dropped_for_room, trace_data};
+use crate::telemetry::metrics::SinkLabels;
 
 fn queue_config(max_spans: u64, when_full: WhenFull) -> QueueConfig {
     QueueConfig {
@@ -29,11 +29,30 @@ fn durable(dir: &Path, max_bytes: ByteSize, fsync: FsyncPolicy) -> DurableQueueC
     }
 }
 
+/// Sink "s"'s queue in `dir`, with a 1 GiB disk bound and `fsync: batch`.
 fn open(dir: &Path, max_spans: u64, m: &Metrics) -> DurableQueue {
+    open_with(
+        dir,
+        ByteSize::gib(1),
+        FsyncPolicy::Batch,
+        max_spans,
+        WhenFull::Block,
+        m,
+    )
+}
+
+fn open_with(
+    dir: &Path,
+    max_bytes: ByteSize,
+    fsync: FsyncPolicy,
+    max_spans: u64,
+    when_full: WhenFull,
+    m: &Metrics,
+) -> DurableQueue {
     DurableQueue::open(
         "s",
-        &queue_config(max_spans, WhenFull::Block),
-        &durable(dir, ByteSize::gib(1), FsyncPolicy::Batch),
+        &queue_config(max_spans, when_full),
+        &durable(dir, max_bytes, fsync),
         m,
     )
     .unwrap()
@@ -116,13 +135,14 @@ async fn segments_roll_over_and_are_deleted_once_committed() {
     let dir = tempfile::tempdir().unwrap();
     let m = Metrics::for_tests();
     // 1 MiB on disk: 256 KiB segments.
-    let q = DurableQueue::open(
-        "s",
-        &queue_config(100_000, WhenFull::Reject),
-        &durable(dir.path(), ByteSize::mib(1), FsyncPolicy::Never),
+    let q = open_with(
+        dir.path(),
+        ByteSize::mib(1),
+        FsyncPolicy::Never,
+        100_000,
+        WhenFull::Reject,
         &m,
-    )
-    .unwrap();
+    );
     let request = trace_data("big", 200);
     let per_record = request.encoded_len() + 24;
     let count = (700 * 1024) / per_record;
@@ -357,13 +377,14 @@ async fn a_full_disk_refuses_retryably_and_keeps_what_was_accepted() {
     let dir = disk.0.path().join("queue");
     let m = Metrics::for_tests();
     // The configured bound is far above the device: the device fills first.
-    let q = DurableQueue::open(
-        "s",
-        &queue_config(1_000_000, WhenFull::Reject),
-        &durable(&dir, ByteSize::gib(1), FsyncPolicy::Batch),
+    let q = open_with(
+        &dir,
+        ByteSize::gib(1),
+        FsyncPolicy::Batch,
+        1_000_000,
+        WhenFull::Reject,
         &m,
-    )
-    .unwrap();
+    );
     let request = trace_data("fill", 100);
     let mut accepted = 0;
     let refusal = loop {
@@ -392,13 +413,14 @@ async fn a_full_disk_refuses_retryably_and_keeps_what_was_accepted() {
     );
     drop(q);
     // Everything accepted is still there, whole.
-    let q = DurableQueue::open(
-        "s",
-        &queue_config(1_000_000, WhenFull::Reject),
-        &durable(&dir, ByteSize::gib(1), FsyncPolicy::Batch),
+    let q = open_with(
+        &dir,
+        ByteSize::gib(1),
+        FsyncPolicy::Batch,
+        1_000_000,
+        WhenFull::Reject,
         &Metrics::for_tests(),
-    )
-    .unwrap();
+    );
     let replayed = drain_now(&q).await;
     assert_eq!(replayed.len() as u64, accepted);
     for (id, _) in &replayed {
@@ -440,25 +462,20 @@ async fn a_reload_hands_the_queue_over_and_what_was_in_flight_is_delivered_again
 async fn drop_oldest_evicts_from_disk_to_make_room() {
     let dir = tempfile::tempdir().unwrap();
     let m = Metrics::for_tests();
-    let q = DurableQueue::open(
-        "s",
-        &queue_config(10, WhenFull::DropOldest),
-        &durable(dir.path(), ByteSize::mib(1), FsyncPolicy::Never),
+    let q = open_with(
+        dir.path(),
+        ByteSize::mib(1),
+        FsyncPolicy::Never,
+        10,
+        WhenFull::DropOldest,
         &m,
-    )
-    .unwrap();
+    );
     let request = trace_data("big", 200);
     let fits = (1024 * 1024) / (request.encoded_len() + 24);
     for _ in 0..fits * 2 {
         q.push(request.clone()).await.unwrap();
     }
-    let dropped = m
-        .sink_dropped_spans
-        .get_or_create(&SinkReasonLabels {
-            sink: "s".into(),
-            reason: "queue_full",
-        })
-        .get();
+    let dropped = dropped_for_room(&m, "s");
     assert!(dropped > 0, "nothing was evicted");
     assert!(m.queue_disk_bytes.get_or_create(&labels()).get() <= 1024 * 1024);
     let left = drain_now(&q).await.len() as u64;
@@ -469,15 +486,14 @@ async fn drop_oldest_evicts_from_disk_to_make_room() {
 async fn block_waits_for_disk_room_then_answers_backpressure() {
     let dir = tempfile::tempdir().unwrap();
     let m = Metrics::for_tests();
-    let q = Arc::new(
-        DurableQueue::open(
-            "s",
-            &queue_config(10, WhenFull::Block),
-            &durable(dir.path(), ByteSize::mib(1), FsyncPolicy::Never),
-            &m,
-        )
-        .unwrap(),
-    );
+    let q = Arc::new(open_with(
+        dir.path(),
+        ByteSize::mib(1),
+        FsyncPolicy::Never,
+        10,
+        WhenFull::Block,
+        &m,
+    ));
     let request = trace_data("big", 200);
     while tokio::time::timeout(Duration::from_millis(500), q.push(request.clone()))
         .await
@@ -523,7 +539,7 @@ async fn concurrent_pushes_share_fsync_rounds() {
         push.await.unwrap().unwrap();
     }
     let rounds = fsync_rounds(&registry);
-    assert!(rounds >= 1 && rounds <= 64, "{rounds} fsync rounds");
+    assert!((1..=64).contains(&rounds), "{rounds} fsync rounds");
     assert_eq!(drain_now(&q).await.len(), 64);
 }
 
@@ -532,13 +548,14 @@ async fn fsync_interval_syncs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
     let m = Metrics::register(&mut registry);
-    let q = DurableQueue::open(
-        "s",
-        &queue_config(100, WhenFull::Block),
-        &durable(dir.path(), ByteSize::gib(1), FsyncPolicy::Interval),
+    let q = open_with(
+        dir.path(),
+        ByteSize::gib(1),
+        FsyncPolicy::Interval,
+        100,
+        WhenFull::Block,
         &m,
-    )
-    .unwrap();
+    );
     q.push(trace_data("a", 1)).await.unwrap();
     for _ in 0..100 {
         if fsync_rounds(&registry) > 0 {
