@@ -52,7 +52,10 @@ pub struct ExporterConfig {
     /// Named sinks. Every span accepted by a receiver goes to every sink (fan-out)
     /// except those marked `fallback_only`. Names are lowercase letters, digits and `-`
     /// (they appear in metric labels and log lines).
-    pub sinks: BTreeMap<String, SinkConfig>,
+    // Boxed: a B-tree node holds room for 11 values inline, and a SinkConfig (every
+    // backend's config side by side) is ~2 KB, so an unboxed map costs ~22 KB even for one
+    // sink. The operator caches one config per SpanSink; boxing keeps 1,000 of them small.
+    pub sinks: BTreeMap<String, Box<SinkConfig>>,
     /// Metrics/health endpoint and logs.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -115,7 +118,10 @@ impl ExporterConfig {
 
     /// The sinks that receive spans from the receivers (all but `fallback_only` ones).
     pub fn primary_sinks(&self) -> impl Iterator<Item = (&String, &SinkConfig)> {
-        self.sinks.iter().filter(|(_, s)| !s.fallback_only)
+        self.sinks
+            .iter()
+            .filter(|(_, s)| !s.fallback_only)
+            .map(|(name, sink)| (name, &**sink))
     }
 }
 

@@ -266,8 +266,8 @@ fn chain_config(redis: RedisSinkConfig, dead_letter: &std::path::Path) -> Export
     let yaml = serde_yaml::to_string(&ExporterConfig {
         receivers: Default::default(),
         sinks: [
-            ("redis".to_string(), primary),
-            ("dead-letter".to_string(), fallback),
+            ("redis".to_string(), Box::new(primary)),
+            ("dead-letter".to_string(), Box::new(fallback)),
         ]
         .into_iter()
         .collect(),

@@ -2,8 +2,9 @@
 //! to their Deployments and a written status. Prints SpanSinks/s, reconciles/s, the
 //! operator's CPU-seconds and its peak memory.
 //!
-//! The double runs in a child process behind a loopback HTTP server, so this process is
-//! the operator alone (its watches, caches and client) and its peak RSS is the operator's.
+//! The double and the client that creates the SpanSinks (playing kubectl) run in a child
+//! process behind a loopback HTTP server, so this process is the operator alone (its
+//! watches, caches and client) and its peak RSS is the operator's.
 //!
 //! `cargo bench -p spansink-operator --bench reconcile [-- 100 1000]`
 
@@ -42,8 +43,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Child process: the API double on a free loopback port, printed on stdout; stops when
-/// stdin closes (the parent exited).
+/// Child process: the API double on a free loopback port, printed on stdout, and the
+/// bench's own client ("kubectl"): on `apply N` it creates N SpanSinks, waits until all
+/// have Deployments and a written status, and prints `done`. Stops when stdin closes (the
+/// parent exited). Keeping kubectl's objects and connections here leaves the parent's
+/// memory to the operator alone.
 fn serve_api_double() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -51,13 +55,36 @@ fn serve_api_double() -> anyhow::Result<()> {
         println!("{}", listener.local_addr()?.port());
         std::io::stdout().flush()?;
         let server = FakeApiServer::default();
+        let kubectl = server.client();
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let server = server.clone();
             async move { server.handle(req).await }
         });
-        let stdin_closed = tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        let (lines, mut commands) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                if lines.send(std::mem::take(&mut line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            while let Some(command) = commands.recv().await {
+                let n: usize = command
+                    .trim()
+                    .strip_prefix("apply ")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let outcome = apply_and_wait(&kubectl, n).await;
+                match outcome {
+                    Ok(()) => println!("done"),
+                    Err(e) => println!("failed: {e:#}"),
+                }
+                let _ = std::io::stdout().flush();
+            }
+            let _ = closed.send(());
         });
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -68,30 +95,71 @@ fn serve_api_double() -> anyhow::Result<()> {
     })
 }
 
+/// kubectl's part: N SpanSinks created at once, then polled until every one has its
+/// Deployment and a status for generation 1.
+async fn apply_and_wait(kubectl: &kube::Client, n: usize) -> anyhow::Result<()> {
+    let creates = (0..n).map(|i| {
+        let client = kubectl.clone();
+        async move {
+            let namespace = format!("team-{}", i % 10);
+            let api: Api<SpanSink> = Api::namespaced(client, &namespace);
+            api.create(&PostParams::default(), &spansink(&format!("sink-{i}")))
+                .await
+        }
+    });
+    for created in futures::future::join_all(creates).await {
+        created?;
+    }
+    let deployments: Api<PartialObjectMeta<Deployment>> = Api::all(kubectl.clone());
+    let sinks: Api<SpanSink> = Api::all(kubectl.clone());
+    let started = Instant::now();
+    loop {
+        let with_status = sinks
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| s.status.as_ref().and_then(|st| st.observed_generation) == Some(1))
+            .count();
+        let deployed = deployments.list(&ListParams::default()).await?.items.len();
+        if with_status == n && deployed == n {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("only {with_status} statuses and {deployed} Deployments after 10 min");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn run(n: usize) -> anyhow::Result<()> {
     let mut child = Command::new(std::env::current_exe()?)
         .env(ROLE, "apiserver")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let mut port = String::new();
-    BufReader::new(
+    let mut answers = BufReader::new(
         child
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?,
-    )
-    .read_line(&mut port)?;
+    );
+    let mut port = String::new();
+    answers.read_line(&mut port)?;
     let port: u16 = port.trim().parse()?;
+    let mut commands = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let cpu_before = cpu_seconds();
-    let result = runtime.block_on(drive(port, n));
+    let result = runtime.block_on(drive(port, n, &mut commands, &mut answers));
     let cpu = cpu_seconds() - cpu_before;
     drop(runtime);
-    drop(child.stdin.take());
+    drop(commands);
     let _ = child.wait();
     let (elapsed, reconciles, settled_rss) = result?;
     println!(
@@ -105,12 +173,14 @@ fn run(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64, f64)> {
+async fn drive(
+    port: u16,
+    n: usize,
+    commands: &mut impl Write,
+    answers: &mut impl BufRead,
+) -> anyhow::Result<(Duration, u64, f64)> {
     let url: http::Uri = format!("http://127.0.0.1:{port}").parse()?;
-    // The operator's client, and a separate one playing kubectl (its 1,000 concurrent
-    // creates must not leave their connections in the operator's pool).
-    let client = kube::Client::try_from(kube::Config::new(url.clone()))?;
-    let kubectl = kube::Client::try_from(kube::Config::new(url))?;
+    let client = kube::Client::try_from(kube::Config::new(url))?;
     let metrics = Metrics::new();
     let reporter = Reporter {
         controller: "spansink-operator".into(),
@@ -129,41 +199,16 @@ async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64, f64)> {
     }));
 
     let started = Instant::now();
-    let creates = (0..n).map(|i| {
-        let client = kubectl.clone();
-        async move {
-            let namespace = format!("team-{}", i % 10);
-            let api: Api<SpanSink> = Api::namespaced(client, &namespace);
-            api.create(&PostParams::default(), &spansink(&format!("sink-{i}")))
-                .await
-        }
-    });
-    for created in futures::future::join_all(creates).await {
-        created?;
-    }
-    // Metadata is enough to count Deployments, and keeps the bench's own polling from
-    // weighing on the peak memory measured for the operator.
-    let deployments: Api<PartialObjectMeta<Deployment>> = Api::all(kubectl.clone());
-    let sinks: Api<SpanSink> = Api::all(kubectl.clone());
-    loop {
-        let with_status = sinks
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|s| s.status.as_ref().and_then(|st| st.observed_generation) == Some(1))
-            .count();
-        let deployed = deployments.list(&ListParams::default()).await?.items.len();
-        if with_status == n && deployed == n {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            anyhow::bail!("only {with_status} statuses and {deployed} Deployments after 10 min");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    writeln!(commands, "apply {n}")?;
+    commands.flush()?;
+    // The child answers when it is done; reading it blocks this thread only, while the
+    // controller runs on the runtime's workers.
+    let mut answer = String::new();
+    tokio::task::block_in_place(|| answers.read_line(&mut answer))?;
     let elapsed = started.elapsed();
-    drop((deployments, sinks, kubectl));
+    if answer.trim() != "done" {
+        anyhow::bail!("the API double's client answered {:?}", answer.trim());
+    }
     // The operator at rest with every SpanSink in its caches.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let settled = proc_status_mib("VmRSS:");
@@ -172,11 +217,22 @@ async fn drive(port: u16, n: usize) -> anyhow::Result<(Duration, u64, f64)> {
     Ok((elapsed, metrics.reconciliations(), settled))
 }
 
+/// A SpanSink as `kubectl apply` sends it: with the last-applied-configuration annotation,
+/// a second copy of the object, which is what a real cluster's SpanSinks carry.
 fn spansink(name: &str) -> SpanSink {
     let yaml = format!(
         "apiVersion: spansink.dev/v1alpha1\nkind: SpanSink\nmetadata:\n  name: {name}\nspec:\n  pipeline:\n    sinks:\n      main:\n        file:\n          path: /var/lib/spansink/spans/spans.jsonl\n  podDisruptionBudget:\n    maxUnavailable: 1\n"
     );
-    serde_yaml::from_str(&yaml).expect("bench SpanSink parses")
+    let mut sink: SpanSink = serde_yaml::from_str(&yaml).expect("bench SpanSink parses");
+    let applied = serde_json::to_string(&sink).expect("a SpanSink serializes");
+    sink.metadata.annotations = Some(
+        [(
+            "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+            applied,
+        )]
+        .into(),
+    );
+    sink
 }
 
 /// This process's user + system CPU time.

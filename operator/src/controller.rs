@@ -19,7 +19,7 @@ use kube::api::{
 };
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -276,6 +276,18 @@ where
     Cache::new(client, ApiResource::erase::<K>(&()), (), events)
 }
 
+/// Drops what the SpanSink cache never reads: managed fields and kubectl's
+/// `last-applied-configuration` annotation (a second copy of the whole spec).
+fn strip_for_cache(sink: &mut SpanSink) {
+    sink.metadata.managed_fields = None;
+    if let Some(annotations) = sink.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+/// Where `kubectl apply` (client-side) keeps the last applied object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -336,17 +348,27 @@ pub async fn run(
     let (service_monitors, monitor_events) =
         Cache::new(&client, monitors.clone(), monitors.clone(), monitor_events);
 
-    let controller = Controller::new(
+    // The SpanSink cache holds every object the operator manages; managed fields and
+    // kubectl's last-applied copy of the spec are most of an applied object's size and
+    // nothing here reads them, so they are dropped before the object is cached.
+    let (spansinks, spansink_writer) = reflector::store();
+    let spansink_events = watcher(
         scoped_api::<SpanSink>(&client, &scope),
         watcher::Config::default(),
     )
-    .owns_stream(config_map_events)
-    .owns_stream(service_events)
-    .owns_stream(deployment_events)
-    .owns_stream(autoscaler_events)
-    .owns_stream(disruption_budget_events)
-    .owns_stream_with(monitor_events, monitors)
-    .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
+    .modify(strip_for_cache)
+    .reflect(spansink_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(spansink_events, spansinks)
+        .owns_stream(config_map_events)
+        .owns_stream(service_events)
+        .owns_stream(deployment_events)
+        .owns_stream(autoscaler_events)
+        .owns_stream(disruption_budget_events)
+        .owns_stream_with(monitor_events, monitors)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        );
     if let Ok(mut stores) = ctx.stores.lock() {
         stores.push(controller.store());
     }

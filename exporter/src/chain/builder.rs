@@ -402,7 +402,10 @@ mod tests {
     fn exporter_config(sinks: Vec<(&str, SinkConfig)>) -> ExporterConfig {
         ExporterConfig {
             receivers: Default::default(),
-            sinks: sinks.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
+            sinks: sinks
+                .into_iter()
+                .map(|(n, c)| (n.to_string(), Box::new(c)))
+                .collect(),
             telemetry: Default::default(),
             shutdown: Default::default(),
         }

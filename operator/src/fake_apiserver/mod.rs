@@ -167,11 +167,7 @@ impl FakeApiServer {
     /// All objects of a kind in a namespace.
     pub fn list(&self, kind: &Kind, namespace: &str) -> Vec<Value> {
         let st = self.state.lock().unwrap();
-        st.objects
-            .iter()
-            .filter(|((k, ns, _), _)| k == kind && ns == namespace)
-            .map(|(_, v)| v.clone())
-            .collect()
+        st.objects_of(kind, Some(namespace)).cloned().collect()
     }
 
     /// Answers one request: the whole API server, for kube's client in-process or for an
@@ -259,14 +255,9 @@ impl FakeApiServer {
         match verb {
             "list" => {
                 let items: Vec<Value> = st
-                    .objects
-                    .iter()
-                    .filter(|((k, ns, _), v)| {
-                        k == &kind
-                            && namespace.as_ref().is_none_or(|n| n == ns)
-                            && matches(v, &selector)
-                    })
-                    .map(|(_, v)| v.clone())
+                    .objects_of(&kind, namespace.as_deref())
+                    .filter(|v| matches(v, &selector))
+                    .cloned()
                     .collect();
                 json_response(
                     StatusCode::OK,
@@ -293,9 +284,10 @@ impl FakeApiServer {
                         ),
                     ));
                 }
-                for (rv, k, type_, object) in &st.history {
-                    if *rv > since
-                        && k == &kind
+                // History is in resourceVersion order: start at the first newer change.
+                let newer = st.history.partition_point(|(rv, ..)| *rv <= since);
+                for (_, k, type_, object) in st.history.range(newer..) {
+                    if k == &kind
                         && namespace
                             .as_ref()
                             .is_none_or(|n| object["metadata"]["namespace"] == *n)
@@ -459,6 +451,24 @@ impl FakeApiServer {
 }
 
 impl State {
+    /// The objects of one kind (in one namespace, if given): a range of the map, not a
+    /// scan of every object, so lists stay cheap with thousands of objects stored.
+    fn objects_of<'a>(
+        &'a self,
+        kind: &'a Kind,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Value> + 'a {
+        let start = (
+            kind.clone(),
+            namespace.unwrap_or_default().to_string(),
+            String::new(),
+        );
+        self.objects
+            .range(start..)
+            .take_while(move |((k, ns, _), _)| k == kind && namespace.is_none_or(|n| n == ns))
+            .map(|(_, v)| v)
+    }
+
     /// Stores `object` under `key`; a change bumps resourceVersion (and generation when
     /// anything but metadata/status changed) and notifies watchers. A no-op is not a change,
     /// as on a real API server.
