@@ -486,32 +486,48 @@ async fn drop_oldest_evicts_from_disk_to_make_room() {
 async fn block_waits_for_disk_room_then_answers_backpressure() {
     let dir = tempfile::tempdir().unwrap();
     let m = Metrics::for_tests();
-    let q = Arc::new(open_with(
-        dir.path(),
-        ByteSize::mib(1),
-        FsyncPolicy::Never,
-        10,
-        WhenFull::Block,
-        &m,
-    ));
-    let request = trace_data("big", 200);
-    while tokio::time::timeout(Duration::from_millis(500), q.push(request.clone()))
-        .await
-        .unwrap()
-        .is_ok()
-    {}
-    let refusal = q.push(request.clone()).await.unwrap_err();
+    let q = open_full_with_block_timeout(dir.path(), Duration::from_millis(200), &m).await;
+    let refusal = q.push(trace_data("big", 200)).await.unwrap_err();
     assert_eq!(refusal.reason(), "backpressure");
-    // Delivering frees whole segments: the blocked push goes through.
+}
+
+#[tokio::test]
+async fn a_blocked_push_goes_through_once_delivery_frees_disk_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Metrics::for_tests();
+    // A deadline far past what draining takes, however loaded the machine is.
+    let q = Arc::new(open_full_with_block_timeout(dir.path(), Duration::from_secs(120), &m).await);
     let waiting = tokio::spawn({
         let q = q.clone();
-        let request = request.clone();
-        async move { q.push(request).await }
+        async move { q.push(trace_data("big", 200)).await }
     });
+    // Delivering frees whole segments: the blocked push goes through.
     for (id, _) in drain_now(&q).await {
         q.commit(id).await;
     }
     waiting.await.unwrap().unwrap();
+}
+
+/// A `when_full: block` queue with a 1 MiB disk limit, filled until a push waits.
+async fn open_full_with_block_timeout(dir: &Path, block: Duration, m: &Metrics) -> DurableQueue {
+    let config = QueueConfig {
+        block_timeout: spansink_config::Duration::from_millis(block.as_millis() as u64),
+        ..queue_config(10, WhenFull::Block)
+    };
+    let q = DurableQueue::open(
+        "s",
+        &config,
+        &durable(dir, ByteSize::mib(1), FsyncPolicy::Never),
+        m,
+    )
+    .unwrap();
+    let request = trace_data("big", 200);
+    // A push still waiting after 500 ms has found the queue full (it is cancelled here).
+    while tokio::time::timeout(Duration::from_millis(500), q.push(request.clone()))
+        .await
+        .is_ok_and(|pushed| pushed.is_ok())
+    {}
+    q
 }
 
 /// `spansink_queue_fsync_duration_seconds_count` of sink "s", from the text exposition.
