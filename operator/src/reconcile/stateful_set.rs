@@ -77,7 +77,7 @@ fn claim_template(
         storage_class_name,
         size: Some(size),
     }
-    .to_claim()
+    .into_claim()
 }
 
 /// What the spec asks of the claims and what the existing StatefulSet has.
@@ -136,7 +136,7 @@ impl ClaimShape {
         }
     }
 
-    fn to_claim(self) -> PersistentVolumeClaim {
+    fn into_claim(self) -> PersistentVolumeClaim {
         PersistentVolumeClaim {
             metadata: ObjectMeta {
                 name: self.name,
@@ -196,7 +196,7 @@ pub fn keep_live_claims(desired: &mut StatefulSet, live: &StatefulSet) -> Option
     spec.volume_claim_templates = Some(
         live_claims
             .iter()
-            .map(|claim| ClaimShape::of(claim).to_claim())
+            .map(|claim| ClaimShape::of(claim).into_claim())
             .collect(),
     );
     match (is, should) {

@@ -329,7 +329,7 @@ fn secrets_reach_the_pod_through_env_from_never_the_configmap() {
         ..Default::default()
     });
     let c = children(&sink);
-    let ct = container(&c.deployment());
+    let ct = container(c.deployment());
     let from = ct.env_from.as_ref().unwrap();
     assert_eq!(
         from[0].secret_ref.as_ref().unwrap().name,
@@ -346,10 +346,10 @@ fn a_config_change_changes_the_hash_on_the_pod_template() {
     let before = children(&SpanSink::fixture());
     let after = children(&SpanSink::fixture().with_pipeline(FILE_PIPELINE_BIG_BATCH));
     assert_ne!(before.config_hash, after.config_hash);
-    assert_eq!(hash_annotation(&after.deployment()), after.config_hash);
+    assert_eq!(hash_annotation(after.deployment()), after.config_hash);
     assert_ne!(
-        hash_annotation(&before.deployment()),
-        hash_annotation(&after.deployment())
+        hash_annotation(before.deployment()),
+        hash_annotation(after.deployment())
     );
     // Unrelated spec changes (replicas) do not change the config hash.
     let mut scaled = SpanSink::fixture();
@@ -448,7 +448,7 @@ fn image_overrides_placement_and_pod_metadata_pass_through() {
     let spec = c.deployment().spec.as_ref().unwrap();
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(
-        container(&c.deployment()).image.as_deref(),
+        container(c.deployment()).image.as_deref(),
         Some("registry.local/spansink:dev")
     );
     assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "tracing");
@@ -477,7 +477,7 @@ fn ports_follow_the_pipeline_receivers() {
         "receivers:\n  grpc:\n    endpoint: 0.0.0.0:14317\n  http:\n    enabled: false\n    endpoint: 0.0.0.0:4318\ntelemetry:\n  endpoint: 0.0.0.0:9090\nsinks:\n  b:\n    blackhole: {}\n",
     );
     let c = children(&sink);
-    let ports: Vec<(&str, i32)> = container(&c.deployment())
+    let ports: Vec<(&str, i32)> = container(c.deployment())
         .ports
         .as_ref()
         .unwrap()
@@ -575,7 +575,7 @@ fn grace_period_covers_drain_sink_shutdown_and_margin() {
         let sink = SpanSink::fixture().with_pipeline(&format!(
             "shutdown:\n  drain_timeout: {drain}\nsinks:\n  b:\n    blackhole: {{}}\n"
         ));
-        pod_spec(&children(&sink).deployment()).termination_grace_period_seconds
+        pod_spec(children(&sink).deployment()).termination_grace_period_seconds
     };
     // drain + ShutdownConfig::SINK_SHUTDOWN_TIMEOUT (5s) + GRACE_MARGIN (10s).
     assert_eq!(grace("90s"), Some(105));
