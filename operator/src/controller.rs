@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -32,12 +32,15 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 use crate::reconcile::{
-    self, Children, Desired, ExporterPodDefaults, OperatorSettings, service_monitor_resource,
+    self, Children, Desired, ExporterPodDefaults, OperatorSettings, WorkloadKind,
+    service_monitor_resource,
 };
-use crate::status;
+use crate::status::{self, Observed};
 
 mod children;
+mod workload;
 use children::{Cache, Holder, HoldsNames};
+use workload::{AppliedWorkload, watch_stateful_sets};
 
 /// The one field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "spansink-operator";
@@ -220,6 +223,7 @@ struct ChildCaches {
     config_maps: Cache<PartialObjectMeta<ConfigMap>>,
     services: Cache<PartialObjectMeta<Service>>,
     deployments: Cache<Deployment>,
+    stateful_sets: Cache<StatefulSet>,
     autoscalers: Cache<PartialObjectMeta<HorizontalPodAutoscaler>>,
     disruption_budgets: Cache<PartialObjectMeta<PodDisruptionBudget>>,
     service_monitors: Cache<PartialObjectMeta<DynamicObject>>,
@@ -233,6 +237,7 @@ impl ChildCaches {
             self.config_maps.ready(),
             self.services.ready(),
             self.deployments.ready(),
+            self.stateful_sets.ready(),
             self.autoscalers.ready(),
             self.disruption_budgets.ready(),
         );
@@ -326,6 +331,15 @@ pub async fn run(
         (),
         deployment_events,
     );
+    // StatefulSets likewise, keeping the claim templates: they cannot change, so each
+    // apply carries the ones the StatefulSet has.
+    let stateful_set_events = watch_stateful_sets(&client, &scope, owned.clone());
+    let (stateful_sets, stateful_set_events) = Cache::new(
+        &client,
+        ApiResource::erase::<StatefulSet>(&()),
+        (),
+        stateful_set_events,
+    );
     // ServiceMonitors are watched like the other children once discovery reports the CRD
     // (a watch of an unserved kind would only fail); until then nothing can exist to repair.
     let monitors = service_monitor_resource();
@@ -363,6 +377,7 @@ pub async fn run(
         .owns_stream(config_map_events)
         .owns_stream(service_events)
         .owns_stream(deployment_events)
+        .owns_stream(stateful_set_events)
         .owns_stream(autoscaler_events)
         .owns_stream(disruption_budget_events)
         .owns_stream_with(monitor_events, monitors)
@@ -378,6 +393,7 @@ pub async fn run(
             config_maps,
             services,
             deployments,
+            stateful_sets,
             autoscalers,
             disruption_budgets,
             service_monitors,
@@ -450,11 +466,12 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
     let previous = sink.status.clone().unwrap_or_default();
 
     let mut conflicts = Vec::new();
-    let (deployment, result) = match &desired {
+    let mut applied = AppliedWorkload::default();
+    let result = match &desired {
         Desired::Children(children) => {
             conflicts = scoped.name_conflicts(children, &namespace, &uid).await?;
             if conflicts.is_empty() {
-                let deployment = scoped
+                applied = scoped
                     .apply_children(sink, children, &namespace, &uid)
                     .await?;
                 if previous.config_hash.as_deref() != Some(children.config_hash.as_str()) {
@@ -463,35 +480,40 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
                         EventType::Normal,
                         "ConfigApplied",
                         format!(
-                            "exporter config {} applied to ConfigMap {} and Deployment {name}",
+                            "exporter config {} applied to ConfigMap {} and {} {name}",
                             short(&children.config_hash),
-                            reconcile::config_map_name(&name)
+                            reconcile::config_map_name(&name),
+                            children.workload.kind(),
                         ),
                     )
                     .await;
                 }
-                (Some(deployment), "applied")
+                "applied"
             } else {
-                (None, "name_conflict")
+                "name_conflict"
             }
         }
         Desired::InvalidPipeline(_) | Desired::Unmanaged => {
-            let deployment = scoped
-                .children
-                .deployments
-                .owned(&namespace, &name, &uid)
-                .map(|d| (*d).clone());
-            let label = if matches!(desired, Desired::Unmanaged) {
+            applied.workload =
+                scoped
+                    .children
+                    .owned_workload(&namespace, &name, &uid, WorkloadKind::of(sink));
+            if matches!(desired, Desired::Unmanaged) {
                 "unmanaged"
             } else {
                 "invalid_pipeline"
-            };
-            (deployment, label)
+            }
         }
     };
 
     let now = Time(Timestamp::now());
-    let new_status = status::compute(sink, &desired, deployment.as_ref(), &conflicts, now);
+    let observed = Observed {
+        workload: applied.workload.as_ref(),
+        replacing: applied.replacing,
+        name_conflicts: &conflicts,
+        refused_claim_change: applied.refused_claim_change.as_deref(),
+    };
+    let new_status = status::compute(sink, &desired, &observed, now);
     let changed = |type_: &str| {
         let was = status::find(&previous, type_).map(|c| (&c.status, &c.reason, &c.message));
         let is = status::find(&new_status, type_).map(|c| (&c.status, &c.reason, &c.message));
@@ -511,6 +533,19 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
             ctx.event(sink, EventType::Warning, "NameConflict", message)
                 .await;
         }
+    }
+    if applied.refused_claim_change.is_some()
+        && let Some(message) = changed(condition::READY)
+    {
+        tracing::warn!(spansink = %name, namespace = %namespace,
+            "the claims spec.queueVolume.persistent asks for differ from the StatefulSet's, which cannot change; kept them");
+        ctx.event(
+            sink,
+            EventType::Warning,
+            "QueueVolumeChangeRefused",
+            message,
+        )
+        .await;
     }
     if let Desired::Children(children) = &desired
         && let Some(why) = &children.service_monitor_skipped
@@ -579,7 +614,10 @@ impl Scoped {
         let mut wanted: Vec<(&dyn HoldsNames, &ObjectMeta)> = vec![
             (&c.config_maps, &children.config_map.metadata),
             (&c.services, &children.service.metadata),
-            (&c.deployments, &children.deployment.metadata),
+            (
+                c.workload_cache(children.workload.kind()),
+                children.workload.metadata(),
+            ),
         ];
         if let Some(hpa) = &children.autoscaler {
             wanted.push((&c.autoscalers, &hpa.metadata));
@@ -609,7 +647,7 @@ impl Scoped {
     }
 
     /// Applies every desired child and deletes the optional ones no longer desired; returns
-    /// the Deployment as the API server has it (with its status). Every name was checked
+    /// the workload as the API server has it (with its status). Every name was checked
     /// by [`Scoped::name_conflicts`] first: force only ever takes fields of our own objects.
     async fn apply_children(
         &self,
@@ -617,7 +655,7 @@ impl Scoped {
         children: &Children,
         namespace: &str,
         uid: &str,
-    ) -> Result<Deployment> {
+    ) -> Result<AppliedWorkload> {
         let ctx = &self.ctx;
         let client = &ctx.client;
         apply(
@@ -632,12 +670,9 @@ impl Scoped {
             "Service",
         )
         .await?;
-        let deployment = apply(
-            &Api::<Deployment>::namespaced(client.clone(), namespace),
-            &children.deployment,
-            "Deployment",
-        )
-        .await?;
+        let workload = self
+            .apply_workload(sink, &children.workload, namespace, uid)
+            .await?;
 
         let name = sink.name_any();
         let hpa_api = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), namespace);
@@ -708,7 +743,7 @@ impl Scoped {
                 .await?;
             }
         }
-        Ok(deployment)
+        Ok(workload)
     }
 }
 

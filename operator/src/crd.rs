@@ -21,7 +21,7 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Desired state of one spansink exporter: the sink chain it runs and how its pods are
 /// deployed. The operator renders `pipeline` into a ConfigMap and runs it in a Deployment
-/// behind a Service (OTLP gRPC 4317, OTLP HTTP 4318, metrics 8888).
+/// (a StatefulSet with a `persistent` queue volume) behind a Service (OTLP gRPC 4317, OTLP HTTP 4318, metrics 8888).
 // Several `printcolumn(...)` entries repeat `type_ = ...`; clippy reads them as duplicates.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -159,8 +159,9 @@ pub struct SpanSinkSpec {
     #[serde(default)]
     pub service_monitor: ServiceMonitorSpec,
 
-    /// The writable volume mounted at `/var/lib/spansink` (file sinks, the durable queue).
-    /// Unset: an `emptyDir` without size limit.
+    /// The writable volume mounted at `/var/lib/spansink` (the durable queues, file sinks).
+    /// Unset: an `emptyDir` without size limit. With `persistent`, the exporter runs as a
+    /// StatefulSet instead of a Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_volume: Option<QueueVolumeSpec>,
 
@@ -169,6 +170,14 @@ pub struct SpanSinkSpec {
     /// deleted), e.g. to debug an exporter by hand; status is still reported.
     #[serde(default)]
     pub management_state: ManagementState,
+}
+
+impl SpanSinkSpec {
+    /// The persistent queue volume, when that is the kind chosen (the exporter then runs
+    /// as a StatefulSet).
+    pub fn persistent_queue_volume(&self) -> Option<&PersistentQueueVolume> {
+        self.queue_volume.as_ref()?.persistent.as_ref()
+    }
 }
 
 /// Kubernetes image pull policy of a container.
@@ -213,7 +222,7 @@ impl std::str::FromStr for ImagePullPolicy {
 }
 
 /// Autoscaling bounds and targets, rendered into a HorizontalPodAutoscaler (autoscaling/v2)
-/// that scales the exporter Deployment.
+/// that scales the exporter Deployment (or StatefulSet).
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
 #[serde(rename_all = "camelCase")]
@@ -302,18 +311,27 @@ pub struct ServiceMonitorSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The exporter's writable data volume. Exactly one of `emptyDir` and `ephemeral` is set.
+/// The exporter's writable data volume, mounted at `/var/lib/spansink`: where the durable
+/// queues (`queue.durable`) and file sinks write. Exactly one of `emptyDir`, `ephemeral` and
+/// `persistent` is set.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.emptyDir) != has(self.ephemeral)").message("set exactly one of queueVolume.emptyDir and queueVolume.ephemeral"))]
+#[x_kube(validation = Rule::new("(has(self.emptyDir) ? 1 : 0) + (has(self.ephemeral) ? 1 : 0) + (has(self.persistent) ? 1 : 0) == 1").message("set exactly one of queueVolume.emptyDir, queueVolume.ephemeral and queueVolume.persistent"))]
 #[serde(rename_all = "camelCase")]
 pub struct QueueVolumeSpec {
-    /// A node-local `emptyDir`: lost when the pod is deleted, kept across container restarts.
+    /// A node-local `emptyDir`: kept across container restarts (crash, OOM kill), lost when
+    /// the pod is deleted (rollout, scale-down, eviction, node loss).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_dir: Option<EmptyDirQueueVolume>,
     /// A PersistentVolumeClaim created with each pod (a generic ephemeral volume): storage
     /// from a StorageClass, kept across container restarts, deleted with the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<EphemeralQueueVolume>,
+    /// A PersistentVolumeClaim per replica that outlives its pod: the exporter runs as a
+    /// StatefulSet, so a deleted, rescheduled or updated pod gets its claim (and the spans
+    /// queued on it) back. The claim's size and class cannot change once the StatefulSet
+    /// exists (see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent: Option<PersistentQueueVolume>,
 }
 
 /// An `emptyDir` data volume.
@@ -323,7 +341,8 @@ pub struct EmptyDirQueueVolume {
     /// Most space the volume may use, e.g. `1Gi`; the pod is evicted beyond it. Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_limit: Option<Quantity>,
-    /// `Memory` to back the volume with RAM (tmpfs). Unset: the node's disk.
+    /// `Memory` to back the volume with RAM (tmpfs; what it holds counts against the
+    /// container's memory limit). Unset: the node's disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub medium: Option<String>,
 }
@@ -332,11 +351,69 @@ pub struct EmptyDirQueueVolume {
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EphemeralQueueVolume {
-    /// Requested size, e.g. `10Gi`.
+    /// Requested size: a positive Kubernetes quantity of bytes, e.g. `10Gi`, `500M`, `1e9`.
+    #[schemars(schema_with = "crate::quantity::storage_size_schema")]
     pub size: Quantity,
     /// StorageClass of the claim. Unset: the cluster's default StorageClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+}
+
+/// One PersistentVolumeClaim per exporter replica, from the StatefulSet's
+/// `volumeClaimTemplates` (claims named `data-<spansink>-<ordinal>`).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentQueueVolume {
+    /// Requested size of each replica's claim: a positive Kubernetes quantity of bytes,
+    /// e.g. `10Gi`, `500M`, `1e9`. Size it for `queue.durable.max_bytes` of every sink plus
+    /// what file sinks write.
+    #[schemars(schema_with = "crate::quantity::storage_size_schema")]
+    pub size: Quantity,
+    /// StorageClass of the claims. Unset: the cluster's default StorageClass; `""`: no
+    /// class (binds pre-provisioned PersistentVolumes without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// What happens to the claims when replicas are removed or the StatefulSet is
+    /// deleted. Default: `Retain` for both, since the spans queued on a claim are lost
+    /// with it.
+    #[serde(default)]
+    pub retention_policy: ClaimRetentionPolicy,
+}
+
+/// The StatefulSet's `persistentVolumeClaimRetentionPolicy`.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRetentionPolicy {
+    /// When the StatefulSet is deleted (the SpanSink is deleted, or its queue volume is
+    /// no longer `persistent`): `Retain` (default) keeps the claims, which a StatefulSet of
+    /// the same name takes up again; `Delete` deletes them with the spans still on them.
+    #[serde(default)]
+    pub when_deleted: ClaimRetention,
+    /// When replicas are removed (scale-down): `Retain` (default) keeps each removed
+    /// replica's claim, used again (and its queue delivered) when the replica comes back;
+    /// `Delete` deletes it.
+    #[serde(default)]
+    pub when_scaled: ClaimRetention,
+}
+
+/// Keep or delete a PersistentVolumeClaim.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClaimRetention {
+    /// The claim stays (and keeps its storage) until deleted by hand.
+    #[default]
+    Retain,
+    /// The claim is deleted, and its volume with it unless the StorageClass retains it.
+    Delete,
+}
+
+impl ClaimRetention {
+    /// The name Kubernetes uses in `persistentVolumeClaimRetentionPolicy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retain => "Retain",
+            Self::Delete => "Delete",
+        }
+    }
 }
 
 /// Whether the operator keeps a SpanSink's children in sync.
@@ -363,10 +440,10 @@ pub struct SpanSinkStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Exporter pods that exist (from the Deployment).
+    /// Exporter pods that exist (from the Deployment, or the StatefulSet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
-    /// Exporter pods that are ready (from the Deployment).
+    /// Exporter pods that are ready (from the Deployment, or the StatefulSet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
     /// Label selector of the exporter pods, for the scale subresource (and the HPA).

@@ -5,8 +5,10 @@ use k8s_openapi::api::core::v1::{EnvFromSource, SecretEnvSource};
 use kube::api::ObjectMeta;
 
 use crate::crd::{
-    AutoscalingSpec, ManagementState, PodDisruptionBudgetSpec, SpanSink, SpanSinkSpec,
+    AutoscalingSpec, ManagementState, PersistentQueueVolume, PodDisruptionBudgetSpec,
+    QueueVolumeSpec, SpanSink, SpanSinkSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use spansink_config::ExporterConfig;
 
@@ -100,6 +102,33 @@ impl SpanSink {
         self.spec.service_monitor.enabled = true;
         self.spec.service_monitor.interval = Some("15s".into());
         self
+    }
+
+    /// A `persistent` queue volume: the exporter runs as a StatefulSet.
+    pub fn with_persistent_queue(mut self, size: &str, storage_class: Option<&str>) -> SpanSink {
+        self.spec.queue_volume = Some(QueueVolumeSpec {
+            empty_dir: None,
+            ephemeral: None,
+            persistent: Some(PersistentQueueVolume {
+                size: Quantity(size.into()),
+                storage_class_name: storage_class.map(Into::into),
+                retention_policy: Default::default(),
+            }),
+        });
+        self
+    }
+
+    /// Back to the default `emptyDir` queue volume (a Deployment).
+    pub fn with_empty_dir_queue(mut self) -> SpanSink {
+        self.spec.queue_volume = None;
+        self
+    }
+
+    /// A durable queue for sink `main` in `path`.
+    pub fn with_durable_queue_at(self, path: &str) -> SpanSink {
+        self.with_pipeline(&format!(
+            "sinks:\n  main:\n    file:\n      path: /var/lib/spansink/spans/spans.jsonl\n    queue:\n      durable:\n        path: {path}\n"
+        ))
     }
 
     pub fn unmanaged(mut self) -> SpanSink {

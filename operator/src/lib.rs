@@ -8,6 +8,7 @@ pub mod leader;
 pub mod metrics;
 pub mod metrics_server;
 pub mod progress;
+pub mod quantity;
 pub mod rbac;
 pub mod reconcile;
 pub mod status;

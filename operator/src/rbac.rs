@@ -51,9 +51,9 @@ pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
     },
     Rule {
         api_group: "apps",
-        resources: &["deployments"],
-        verbs: APPLY,
-        why: "the exporter pods; status is read back into the SpanSink",
+        resources: &["deployments", "statefulsets"],
+        verbs: APPLY_AND_DELETE,
+        why: "the exporter pods (a StatefulSet with a persistent queue volume); status is read back into the SpanSink; the other kind is deleted when spec.queueVolume switches",
     },
     Rule {
         api_group: "autoscaling",
@@ -156,11 +156,23 @@ mod tests {
             "deployments",
             "patch"
         ));
+        assert!(allowed(
+            WATCHED_NAMESPACE_RULES,
+            "apps",
+            "statefulsets",
+            "delete"
+        ));
         assert!(!allowed(
             WATCHED_NAMESPACE_RULES,
             "apps",
-            "deployments",
-            "delete"
+            "statefulsets",
+            "update"
+        ));
+        assert!(!allowed(
+            WATCHED_NAMESPACE_RULES,
+            "",
+            "persistentvolumeclaims",
+            "get"
         ));
         assert!(!allowed(WATCHED_NAMESPACE_RULES, "", "secrets", "get"));
         assert!(allowed(

@@ -31,13 +31,20 @@ use spansink_config::{ExporterConfig, ValidationErrors};
 use crate::crd::{ImagePullPolicy, ManagementState, QueueVolumeSpec, SpanSink};
 use crate::error::{Error, Result};
 
+mod stateful_set;
+mod volume_paths;
+mod workload;
+
+pub use stateful_set::{ClaimChange, DATA_VOLUME, keep_live_claims};
+pub use workload::{Rollout, Workload, WorkloadKind};
+
 /// Pod-template annotation holding the config hash: a new hash rolls the pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "spansink.dev/config-hash";
 /// Key of the exporter config inside the ConfigMap.
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Where the ConfigMap is mounted in the exporter container.
 pub const CONFIG_DIR: &str = "/etc/spansink";
-/// The writable data volume (file sinks, the durable queue).
+/// Where the queue volume is mounted: the durable queues and file sinks write below it.
 pub const DATA_DIR: &str = "/var/lib/spansink";
 /// Name of the exporter container.
 pub const CONTAINER_NAME: &str = "exporter";
@@ -83,8 +90,8 @@ pub struct OperatorSettings {
 pub struct Children {
     /// The rendered exporter config.
     pub config_map: ConfigMap,
-    /// The exporter pods.
-    pub deployment: Deployment,
+    /// The exporter pods: a Deployment, or a StatefulSet with a persistent queue volume.
+    pub workload: Workload,
     /// OTLP and metrics ports in front of the pods.
     pub service: Service,
     /// Present when `spec.autoscaling` is set.
@@ -104,7 +111,7 @@ pub struct Children {
 pub enum Desired {
     /// Make the cluster hold exactly these children.
     Children(Box<Children>),
-    /// The pipeline fails validation: report it and leave every child as it is.
+    /// The pipeline fails validation ([`validate`]): report it and leave every child as it is.
     InvalidPipeline(ValidationErrors),
     /// `managementState: unmanaged`: leave every child as it is.
     Unmanaged,
@@ -125,7 +132,7 @@ pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> 
     if sink.spec.management_state == ManagementState::Unmanaged {
         return Ok(Desired::Unmanaged);
     }
-    if let Err(errors) = spansink_config::validate(&sink.spec.pipeline) {
+    if let Err(errors) = validate(sink) {
         return Ok(Desired::InvalidPipeline(errors));
     }
     let owner = sink
@@ -154,7 +161,7 @@ pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> 
     });
     Ok(Desired::Children(Box::new(Children {
         config_map: cx.config_map(config_yaml),
-        deployment: cx.deployment(&config_hash),
+        workload: cx.workload(&config_hash),
         service: cx.service(),
         autoscaler: cx.autoscaler(),
         disruption_budget: cx.disruption_budget(),
@@ -163,6 +170,23 @@ pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> 
         config_hash,
         service_monitor_skipped,
     })))
+}
+
+/// The exporter's own validation of the pipeline, plus what the operator's pods add: every
+/// durable queue must lie on the queue volume. Paths are relative to `spec.pipeline`.
+pub fn validate(sink: &SpanSink) -> std::result::Result<(), ValidationErrors> {
+    let mut errors = match spansink_config::validate(&sink.spec.pipeline) {
+        Ok(()) => Vec::new(),
+        Err(ValidationErrors(errors)) => errors,
+    };
+    errors.extend(volume_paths::durable_queues_off_the_volume(
+        &sink.spec.pipeline,
+    ));
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationErrors(errors))
+    }
 }
 
 /// SHA-256 of the rendered config, lowercase hex.
@@ -265,7 +289,17 @@ impl Context<'_> {
         ports
     }
 
-    fn deployment(&self, config_hash: &str) -> Deployment {
+    /// The Deployment, or the StatefulSet when the queue volume is persistent.
+    fn workload(&self, config_hash: &str) -> Workload {
+        let template = self.pod_template(config_hash);
+        match self.sink.spec.persistent_queue_volume() {
+            Some(volume) => Workload::StatefulSet(self.stateful_set(template, volume)),
+            None => Workload::Deployment(self.deployment(template)),
+        }
+    }
+
+    /// The exporter pod: the same for both workload kinds.
+    fn pod_template(&self, config_hash: &str) -> PodTemplateSpec {
         let spec = &self.sink.spec;
         let metrics_port = listen_port(&self.pipeline().telemetry.endpoint, METRICS_PORT);
 
@@ -331,7 +365,7 @@ impl Context<'_> {
                     ..VolumeMount::default()
                 },
                 VolumeMount {
-                    name: "data".into(),
+                    name: DATA_VOLUME.into(),
                     mount_path: DATA_DIR.into(),
                     ..VolumeMount::default()
                 },
@@ -344,15 +378,66 @@ impl Context<'_> {
             ..Container::default()
         };
 
+        // The StatefulSet's claim template provides the data volume of its pods.
+        let mut volumes = vec![Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(&self.name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        }];
+        volumes.extend(self.data_volume());
+        volumes.push(Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(pod_labels),
+                annotations: Some(pod_annotations),
+                ..ObjectMeta::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![container],
+                service_account_name: spec.service_account_name.clone(),
+                node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+                tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+                affinity: spec.affinity.clone(),
+                termination_grace_period_seconds: Some(termination_grace_period_seconds(
+                    self.pipeline(),
+                )),
+                image_pull_secrets: self.image_pull_secrets(),
+                security_context: Some(PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(RUN_AS),
+                    run_as_group: Some(RUN_AS),
+                    fs_group: Some(RUN_AS),
+                    seccomp_profile: Some(runtime_default_seccomp()),
+                    ..PodSecurityContext::default()
+                }),
+                volumes: Some(volumes),
+                ..PodSpec::default()
+            }),
+        }
+    }
+
+    /// Pods kept by the workload: unset with autoscaling, where the HPA owns the count
+    /// (leaving the field out of our apply keeps server-side apply from fighting it).
+    fn replicas(&self) -> Option<i32> {
+        match self.sink.spec.autoscaling {
+            Some(_) => None,
+            None => Some(self.sink.spec.replicas.unwrap_or(1)),
+        }
+    }
+
+    fn deployment(&self, template: PodTemplateSpec) -> Deployment {
         Deployment {
             metadata: self.meta(self.name.clone()),
             spec: Some(DeploymentSpec {
-                // With autoscaling the HPA owns the replica count: leaving the field out of
-                // our apply keeps server-side apply from fighting it.
-                replicas: match spec.autoscaling {
-                    Some(_) => None,
-                    None => Some(spec.replicas.unwrap_or(1)),
-                },
+                replicas: self.replicas(),
                 selector: self.selector(),
                 // Surge before removing an old pod, so a rollout never drops capacity.
                 strategy: Some(DeploymentStrategy {
@@ -362,51 +447,7 @@ impl Context<'_> {
                         max_unavailable: Some(IntOrString::Int(0)),
                     }),
                 }),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(pod_labels),
-                        annotations: Some(pod_annotations),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(PodSpec {
-                        containers: vec![container],
-                        service_account_name: spec.service_account_name.clone(),
-                        node_selector: (!spec.node_selector.is_empty())
-                            .then(|| spec.node_selector.clone()),
-                        tolerations: (!spec.tolerations.is_empty())
-                            .then(|| spec.tolerations.clone()),
-                        affinity: spec.affinity.clone(),
-                        termination_grace_period_seconds: Some(termination_grace_period_seconds(
-                            self.pipeline(),
-                        )),
-                        image_pull_secrets: self.image_pull_secrets(),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: Some(true),
-                            run_as_user: Some(RUN_AS),
-                            run_as_group: Some(RUN_AS),
-                            fs_group: Some(RUN_AS),
-                            seccomp_profile: Some(runtime_default_seccomp()),
-                            ..PodSecurityContext::default()
-                        }),
-                        volumes: Some(vec![
-                            Volume {
-                                name: "config".into(),
-                                config_map: Some(ConfigMapVolumeSource {
-                                    name: config_map_name(&self.name),
-                                    ..ConfigMapVolumeSource::default()
-                                }),
-                                ..Volume::default()
-                            },
-                            self.data_volume(),
-                            Volume {
-                                name: "tmp".into(),
-                                empty_dir: Some(EmptyDirVolumeSource::default()),
-                                ..Volume::default()
-                            },
-                        ]),
-                        ..PodSpec::default()
-                    }),
-                },
+                template,
                 ..DeploymentSpec::default()
             }),
             ..Deployment::default()
@@ -428,12 +469,18 @@ impl Context<'_> {
         (!secrets.is_empty()).then_some(secrets)
     }
 
-    fn data_volume(&self) -> Volume {
+    /// The data volume of the pod template; none for a persistent queue volume, which the
+    /// StatefulSet's claim template provides under the same name.
+    fn data_volume(&self) -> Option<Volume> {
         let mut volume = Volume {
-            name: "data".into(),
+            name: DATA_VOLUME.into(),
             ..Volume::default()
         };
         match &self.sink.spec.queue_volume {
+            Some(QueueVolumeSpec {
+                persistent: Some(_),
+                ..
+            }) => return None,
             Some(QueueVolumeSpec {
                 ephemeral: Some(ephemeral),
                 ..
@@ -470,7 +517,7 @@ impl Context<'_> {
             }
             _ => volume.empty_dir = Some(EmptyDirVolumeSource::default()),
         }
-        volume
+        Some(volume)
     }
 
     fn service(&self) -> Service {
@@ -532,7 +579,7 @@ impl Context<'_> {
             spec: Some(HorizontalPodAutoscalerSpec {
                 scale_target_ref: CrossVersionObjectReference {
                     api_version: Some("apps/v1".into()),
-                    kind: "Deployment".into(),
+                    kind: WorkloadKind::of(self.sink).as_str().into(),
                     name: self.name.clone(),
                 },
                 min_replicas: Some(auto.min_replicas.unwrap_or(1)),

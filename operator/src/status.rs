@@ -1,26 +1,39 @@
 //! The pure computation of a SpanSink's status from what reconcile decided and what the
-//! Deployment reports. Not the writing of it (the controller patches the status subresource).
+//! workload (Deployment or StatefulSet) reports. Not the writing of it (the controller
+//! patches the status subresource).
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 
 use crate::crd::{Endpoints, SpanSink, SpanSinkStatus, condition};
 use crate::reconcile::{
-    Desired, GRPC_PORT, HTTP_PORT, METRICS_PORT, selector_string, service_host,
+    Desired, GRPC_PORT, HTTP_PORT, METRICS_PORT, Rollout, Workload, WorkloadKind, selector_string,
+    service_host,
 };
 
-/// The status a SpanSink should show now.
-///
-/// `deployment` is the exporter Deployment as the cluster reports it (None if absent or
-/// not this SpanSink's); `name_conflicts` names the children (`Kind namespace/name`) whose
-/// names are taken by objects this SpanSink does not control; `now` stamps conditions whose
-/// status changed (others keep their transition time).
+/// What the controller found in the cluster, beside the SpanSink itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observed<'a> {
+    /// The exporter Deployment or StatefulSet as the cluster reports it (None if absent or
+    /// not this SpanSink's).
+    pub workload: Option<&'a Workload>,
+    /// The other workload kind, still running until the new one has a ready pod (after a
+    /// switch of queue volume).
+    pub replacing: Option<WorkloadKind>,
+    /// The children (`Kind namespace/name`) whose names are taken by objects this
+    /// SpanSink does not control.
+    pub name_conflicts: &'a [String],
+    /// Why the claims the spec asks for are not applied (a StatefulSet's claim templates
+    /// cannot change).
+    pub refused_claim_change: Option<&'a str>,
+}
+
+/// The status a SpanSink should show now; `now` stamps conditions whose status changed
+/// (others keep their transition time).
 pub fn compute(
     sink: &SpanSink,
     desired: &Desired,
-    deployment: Option<&Deployment>,
-    name_conflicts: &[String],
+    observed: &Observed<'_>,
     now: Time,
 ) -> SpanSinkStatus {
     let previous = sink.status.clone().unwrap_or_default();
@@ -46,8 +59,8 @@ pub fn compute(
         });
     };
 
-    // ConfigValid
-    let config_valid = match spansink_config::validate(&sink.spec.pipeline) {
+    // ConfigValid: the exporter's validation and the operator's own (durable queue paths).
+    let config_valid = match crate::reconcile::validate(sink) {
         Ok(()) => {
             set(
                 condition::CONFIG_VALID,
@@ -74,24 +87,25 @@ pub fn compute(
         }
     };
 
-    // Available / Progressing, from the Deployment.
-    let dep_status = deployment
-        .and_then(|d| d.status.clone())
-        .unwrap_or_default();
-    let wanted = deployment
-        .and_then(|d| d.spec.as_ref())
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let ready = dep_status.ready_replicas.unwrap_or(0);
-    let updated = dep_status.updated_replicas.unwrap_or(0);
-    let total = dep_status.replicas.unwrap_or(0);
-    let available = deployment.is_some() && dep_status.available_replicas.unwrap_or(0) > 0;
-    match deployment {
+    // Available / Progressing, from the Deployment or StatefulSet.
+    let workload = observed.workload;
+    let kind = workload.map_or_else(|| WorkloadKind::of(sink), Workload::kind);
+    let Rollout {
+        wanted,
+        total,
+        updated,
+        ready,
+        available,
+        behind,
+    } = workload.map(Workload::rollout).unwrap_or_default();
+    let available = workload.is_some() && available > 0;
+    let describe = format!("kubectl describe {} {name}", kind.as_str().to_lowercase());
+    match workload {
         None => set(
             condition::AVAILABLE,
             false,
-            "DeploymentMissing",
-            format!("Deployment {namespace}/{name} does not exist yet"),
+            &format!("{kind}Missing"),
+            format!("{kind} {namespace}/{name} does not exist yet"),
         ),
         Some(_) if available => set(
             condition::AVAILABLE,
@@ -103,14 +117,20 @@ pub fn compute(
             condition::AVAILABLE,
             false,
             "NoReadyReplicas",
-            format!("0 of {wanted} exporter pods ready; see `kubectl describe deployment {name}`"),
+            format!("0 of {wanted} exporter pods ready; see `{describe}`"),
         ),
     }
-    let deployment_behind = deployment.is_some_and(|d| {
-        dep_status.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0)
-    });
-    let progressing = deployment.is_some()
-        && (deployment_behind || updated < wanted || total > updated || ready < wanted);
+    let rolling =
+        workload.is_some() && (behind || updated < wanted || total > updated || ready < wanted);
+    let progressing = rolling || observed.replacing.is_some();
+    let progress_message = match observed.replacing {
+        Some(old) => format!(
+            "moving from {old} to {kind} (spec.queueVolume): {old} {name} is deleted once {kind} \
+             {name} has a ready pod; {updated} of {wanted} pods updated, {ready} ready"
+        ),
+        None if progressing => format!("{updated} of {wanted} pods updated, {ready} ready"),
+        None => "all exporter pods run the current template".into(),
+    };
     set(
         condition::PROGRESSING,
         progressing,
@@ -119,11 +139,7 @@ pub fn compute(
         } else {
             "RolloutComplete"
         },
-        if progressing {
-            format!("{updated} of {wanted} pods updated, {ready} ready")
-        } else {
-            "all exporter pods run the current template".into()
-        },
+        progress_message,
     );
 
     // Ready: the one condition a user or a script waits on.
@@ -140,15 +156,17 @@ pub fn compute(
             "InvalidPipeline",
             "spec.pipeline is invalid; see the ConfigValid condition".into(),
         )
-    } else if !name_conflicts.is_empty() {
+    } else if !observed.name_conflicts.is_empty() {
         (
             false,
             "NameConflict",
             format!(
                 "{}: name taken by an object this SpanSink does not control, left untouched; delete or rename that object, or rename the SpanSink",
-                name_conflicts.join(", ")
+                observed.name_conflicts.join(", ")
             ),
         )
+    } else if let Some(why) = observed.refused_claim_change {
+        (false, "QueueVolumeChangeRefused", why.to_string())
     } else if !available {
         (false, "NotAvailable", "no exporter pod is ready yet".into())
     } else if progressing {
@@ -210,7 +228,7 @@ pub fn find<'a>(status: &'a SpanSinkStatus, type_: &str) -> Option<&'a Condition
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
 
@@ -250,6 +268,13 @@ mod tests {
         }
     }
 
+    fn seen(workload: &Workload) -> Observed<'_> {
+        Observed {
+            workload: Some(workload),
+            ..Observed::default()
+        }
+    }
+
     fn cond<'a>(s: &'a SpanSinkStatus, t: &str) -> (&'a str, &'a str) {
         let c = find(s, t).unwrap();
         (c.status.as_str(), c.reason.as_str())
@@ -259,7 +284,12 @@ mod tests {
     fn ready_when_valid_available_and_rolled_out() {
         let sink = SpanSink::fixture();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(2, 2, 2)), &[], at(100));
+        let s = compute(
+            &sink,
+            &d,
+            &seen(&Workload::Deployment(deployment(2, 2, 2))),
+            at(100),
+        );
         assert_eq!(cond(&s, "ConfigValid"), ("True", "Valid"));
         assert_eq!(cond(&s, "Available"), ("True", "MinimumReplicasAvailable"));
         assert_eq!(cond(&s, "Progressing"), ("False", "RolloutComplete"));
@@ -283,10 +313,15 @@ mod tests {
     fn rolling_out_and_missing_deployment() {
         let sink = SpanSink::fixture();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(2, 1, 1)), &[], at(100));
+        let s = compute(
+            &sink,
+            &d,
+            &seen(&Workload::Deployment(deployment(2, 1, 1))),
+            at(100),
+        );
         assert_eq!(cond(&s, "Progressing"), ("True", "RollingOut"));
         assert_eq!(cond(&s, "Ready"), ("False", "RollingOut"));
-        let s = compute(&sink, &d, None, &[], at(100));
+        let s = compute(&sink, &d, &Observed::default(), at(100));
         assert_eq!(cond(&s, "Available"), ("False", "DeploymentMissing"));
         assert_eq!(cond(&s, "Ready"), ("False", "NotAvailable"));
     }
@@ -299,7 +334,12 @@ mod tests {
             ..SpanSinkStatus::default()
         });
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(100));
+        let s = compute(
+            &sink,
+            &d,
+            &seen(&Workload::Deployment(deployment(1, 1, 1))),
+            at(100),
+        );
         let c = find(&s, "ConfigValid").unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -319,16 +359,31 @@ mod tests {
     fn transition_time_moves_only_when_the_status_flips() {
         let sink = SpanSink::fixture();
         let d = desired(&sink, &settings()).unwrap();
-        let first = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(100));
+        let first = compute(
+            &sink,
+            &d,
+            &seen(&Workload::Deployment(deployment(1, 1, 1))),
+            at(100),
+        );
         let mut again = sink.clone();
         again.status = Some(first);
-        let second = compute(&again, &d, Some(&deployment(1, 1, 1)), &[], at(200));
+        let second = compute(
+            &again,
+            &d,
+            &seen(&Workload::Deployment(deployment(1, 1, 1))),
+            at(200),
+        );
         assert_eq!(
             find(&second, "Ready").unwrap().last_transition_time,
             at(100)
         );
         again.status = Some(second);
-        let third = compute(&again, &d, Some(&deployment(1, 1, 0)), &[], at(300));
+        let third = compute(
+            &again,
+            &d,
+            &seen(&Workload::Deployment(deployment(1, 1, 0))),
+            at(300),
+        );
         assert_eq!(find(&third, "Ready").unwrap().last_transition_time, at(300));
         assert_eq!(
             find(&third, "ConfigValid").unwrap().last_transition_time,
@@ -340,17 +395,128 @@ mod tests {
     fn unmanaged_and_skipped_service_monitor_are_explained() {
         let sink = SpanSink::fixture().unmanaged();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(1));
+        let s = compute(
+            &sink,
+            &d,
+            &seen(&Workload::Deployment(deployment(1, 1, 1))),
+            at(1),
+        );
         assert_eq!(cond(&s, "Ready"), ("False", "Unmanaged"));
 
         let sink = SpanSink::fixture().with_service_monitor();
         let d = desired(&sink, &settings()).unwrap();
-        let s = compute(&sink, &d, Some(&deployment(1, 1, 1)), &[], at(1));
+        let s = compute(
+            &sink,
+            &d,
+            &seen(&Workload::Deployment(deployment(1, 1, 1))),
+            at(1),
+        );
         let c = find(&s, "ServiceMonitor").unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
             ("False", "CRDNotInstalled")
         );
         assert!(c.message.contains("monitoring.coreos.com"));
+    }
+
+    #[test]
+    fn a_stateful_set_reports_like_a_deployment_until_its_revision_is_current() {
+        use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetStatus};
+        let sink = SpanSink::fixture().with_persistent_queue("1Gi", None);
+        let d = desired(&sink, &settings()).unwrap();
+        let sts = |current: &str, update: &str, ready: i32| {
+            Workload::StatefulSet(StatefulSet {
+                metadata: ObjectMeta {
+                    generation: Some(2),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(StatefulSetSpec {
+                    replicas: Some(2),
+                    ..StatefulSetSpec::default()
+                }),
+                status: Some(StatefulSetStatus {
+                    observed_generation: Some(2),
+                    replicas: 2,
+                    updated_replicas: Some(2),
+                    ready_replicas: Some(ready),
+                    available_replicas: Some(ready),
+                    current_revision: Some(current.into()),
+                    update_revision: Some(update.into()),
+                    ..StatefulSetStatus::default()
+                }),
+            })
+        };
+        let done = sts("r1", "r1", 2);
+        let s = compute(&sink, &d, &seen(&done), at(1));
+        assert_eq!(cond(&s, "Ready"), ("True", "Ready"));
+        assert_eq!((s.replicas, s.ready_replicas), (Some(2), Some(2)));
+
+        let s = compute(&sink, &d, &seen(&sts("r1", "r2", 2)), at(1));
+        assert_eq!(cond(&s, "Progressing"), ("True", "RollingOut"));
+        assert_eq!(cond(&s, "Ready"), ("False", "RollingOut"));
+
+        let s = compute(&sink, &d, &seen(&sts("r1", "r1", 0)), at(1));
+        let available = find(&s, "Available").unwrap();
+        assert_eq!(available.reason, "NoReadyReplicas");
+        assert!(
+            available
+                .message
+                .contains("kubectl describe statefulset traces")
+        );
+
+        let s = compute(&sink, &d, &Observed::default(), at(1));
+        let missing = find(&s, "Available").unwrap();
+        assert_eq!(missing.reason, "StatefulSetMissing");
+        assert_eq!(
+            missing.message,
+            "StatefulSet team-a/traces does not exist yet"
+        );
+
+        // Switching from a Deployment: progressing until the Deployment is gone.
+        let switching = Observed {
+            workload: Some(&done),
+            replacing: Some(WorkloadKind::Deployment),
+            ..Observed::default()
+        };
+        let s = compute(&sink, &d, &switching, at(1));
+        let progressing = find(&s, "Progressing").unwrap();
+        assert_eq!(progressing.status, "True");
+        assert!(
+            progressing
+                .message
+                .starts_with("moving from Deployment to StatefulSet"),
+            "{}",
+            progressing.message
+        );
+        assert_eq!(cond(&s, "Ready"), ("False", "RollingOut"));
+
+        // A refused claim change outranks a finished rollout.
+        let refused = Observed {
+            workload: Some(&done),
+            refused_claim_change: Some("claims differ"),
+            ..Observed::default()
+        };
+        let s = compute(&sink, &d, &refused, at(1));
+        assert_eq!(cond(&s, "Ready"), ("False", "QueueVolumeChangeRefused"));
+        assert_eq!(find(&s, "Ready").unwrap().message, "claims differ");
+        assert_eq!(cond(&s, "Available"), ("True", "MinimumReplicasAvailable"));
+    }
+
+    #[test]
+    fn a_durable_queue_off_the_volume_makes_the_config_invalid() {
+        let sink = SpanSink::fixture().with_durable_queue_at("/srv/queue");
+        let d = desired(&sink, &settings()).unwrap();
+        let s = compute(&sink, &d, &Observed::default(), at(1));
+        let c = find(&s, "ConfigValid").unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "InvalidPipeline")
+        );
+        assert!(
+            c.message
+                .starts_with("spec.pipeline.sinks.main.queue.durable.path: /srv/queue is not a directory below /var/lib/spansink"),
+            "{}",
+            c.message
+        );
     }
 }

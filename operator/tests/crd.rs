@@ -343,6 +343,69 @@ fn cel_rules_are_present_and_hold() {
     );
     let volume_none = cel(json!({"pipeline": file_pipeline(), "queueVolume": {}}));
     assert!(volume_none.unwrap_err().contains("queueVolume"));
+    let persistent = json!({"size": "10Gi", "storageClassName": "fast"});
+    assert!(
+        cel(json!({"pipeline": file_pipeline(), "queueVolume": {"persistent": persistent}}))
+            .is_ok()
+    );
+    assert!(cel(json!({"pipeline": file_pipeline(), "queueVolume": {"emptyDir": {}}})).is_ok());
+    let two = cel(json!({"pipeline": file_pipeline(),
+        "queueVolume": {"emptyDir": {}, "persistent": persistent}}));
+    assert!(two.unwrap_err().contains(
+        "exactly one of queueVolume.emptyDir, queueVolume.ephemeral and queueVolume.persistent"
+    ));
+    let three = cel(json!({"pipeline": file_pipeline(),
+        "queueVolume": {"emptyDir": {}, "ephemeral": {"size": "1Gi"}, "persistent": persistent}}));
+    assert!(three.is_err());
+}
+
+#[test]
+fn claim_sizes_are_positive_quantities_as_the_operator_reads_them() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use spansink_operator::quantity::storage_bytes;
+    let validator = jsonschema::validator_for(&schema()).unwrap();
+    let with_size = |size: Value| {
+        spansink(json!({"pipeline": file_pipeline(),
+            "queueVolume": {"persistent": {"size": size, "retentionPolicy": {"whenScaled": "Delete"}}}}))
+    };
+    for ok in [
+        "10Gi", "1024Mi", "500M", "1e9", "1E+3", "1.5Gi", "0.5Ki", "1", "7Ei",
+    ] {
+        assert!(
+            validator.is_valid(&with_size(json!(ok))),
+            "schema refuses {ok}"
+        );
+        assert!(
+            storage_bytes(&Quantity(ok.into())).is_ok(),
+            "operator refuses {ok}"
+        );
+    }
+    assert!(validator.is_valid(&with_size(json!(1_073_741_824))));
+    for bad in [
+        "0", "0Gi", "0.0", "-1Gi", "+1Gi", "10Gb", "10 Gi", "ten", "100m", "1e-3", "",
+    ] {
+        assert!(
+            !validator.is_valid(&with_size(json!(bad))),
+            "schema admits {bad:?}"
+        );
+        assert!(
+            storage_bytes(&Quantity(bad.into())).is_err(),
+            "operator admits {bad:?}"
+        );
+    }
+    for bad in [json!(0), json!(-5)] {
+        assert!(
+            !validator.is_valid(&with_size(bad.clone())),
+            "schema admits {bad}"
+        );
+    }
+    // Same rule for the ephemeral volume's size; the retention policy takes two values.
+    let ephemeral =
+        spansink(json!({"pipeline": file_pipeline(), "queueVolume": {"ephemeral": {"size": "0"}}}));
+    assert!(!validator.is_valid(&ephemeral));
+    let retention = spansink(json!({"pipeline": file_pipeline(),
+        "queueVolume": {"persistent": {"size": "1Gi", "retentionPolicy": {"whenDeleted": "Archive"}}}}));
+    assert!(!validator.is_valid(&retention));
 }
 
 #[test]

@@ -12,10 +12,10 @@
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# the exporter pods; status is read back into the SpanSink
+# the exporter pods (a StatefulSet with a persistent queue volume); status is read back into the SpanSink; the other kind is deleted when spec.queueVolume switches
 - apiGroups: ["apps"]
-  resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # spec.autoscaling; deleted when autoscaling is removed
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]

@@ -3,8 +3,8 @@
 //! someone else? Not the applying itself (`controller.rs`).
 //!
 //! The caches are filled by the same watches that trigger reconciles: label-filtered to
-//! the operator's own objects, metadata only, except Deployments, whose status the SpanSink
-//! reports. An object missing from them may still exist without the operator's label, so a
+//! the operator's own objects, metadata only, except Deployments and StatefulSets, whose
+//! status the SpanSink reports. An object missing from them may still exist without the operator's label, so a
 //! miss is confirmed with one GET; a hit needs no API call.
 
 use std::fmt::Debug;

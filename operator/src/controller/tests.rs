@@ -547,3 +547,389 @@ async fn a_cluster_without_the_prometheus_operator_still_gets_a_status() {
     assert_eq!(status["status"]["observedGeneration"], 1);
     stop_controller(task, stop).await;
 }
+
+fn stateful_sets() -> Kind {
+    kind("apps", "v1", "statefulsets")
+}
+
+/// What the StatefulSet controller and kubelet would report once every pod is up.
+fn mark_stateful_set_rolled_out(fake: &FakeApiServer) {
+    let mut s = fake.get(&stateful_sets(), "team-a", "traces").unwrap();
+    let replicas = s["spec"]["replicas"].as_i64().unwrap_or(1);
+    s["status"] = json!({"observedGeneration": s["metadata"]["generation"], "replicas": replicas,
+        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+        "currentReplicas": replicas, "currentRevision": "traces-1", "updateRevision": "traces-1"});
+    fake.put(&stateful_sets(), s);
+}
+
+fn claim_size(stateful_set: &Value) -> String {
+    stateful_set["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn ready_reason(fake: &FakeApiServer) -> Option<String> {
+    let s = fake.get(&spansinks(), "team-a", "traces")?;
+    s["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+}
+
+fn assert_calls_allowed(fake: &FakeApiServer) {
+    let mut uncovered: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            !rbac::allowed(
+                rbac::WATCHED_NAMESPACE_RULES,
+                &c.group,
+                &c.resource,
+                &c.verb,
+            )
+        })
+        .collect();
+    uncovered.dedup();
+    assert!(
+        uncovered.is_empty(),
+        "calls not allowed by rbac.rs: {uncovered:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_persistent_queue_volume_runs_a_stateful_set_that_reports_status_and_rolls() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_persistent_queue("10Gi", Some("standard"));
+    sink.spec.replicas = Some(2);
+    sink.metadata.uid = None;
+    let created = fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_string();
+    let (task, stop) = start(&fake);
+
+    let sts = eventually("StatefulSet", || {
+        fake.get(&stateful_sets(), "team-a", "traces")
+    })
+    .await;
+    assert!(owned_by(&sts, &uid), "not owned: {sts}");
+    assert_eq!(sts["spec"]["replicas"], 2);
+    assert_eq!(sts["spec"]["serviceName"], "traces");
+    assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(claim_size(&sts), "10Gi");
+    assert!(fake.get(&deployments(), "team-a", "traces").is_none());
+    eventually("Ready=False before pods", || {
+        (ready_reason(&fake)? == "NotAvailable").then_some(())
+    })
+    .await;
+    let status = fake.get(&spansinks(), "team-a", "traces").unwrap();
+    let (_, available) = condition(&status, "Available").unwrap();
+    assert!(available.contains("0 of 2"), "{available}");
+
+    // Pods up: Ready, counts from the StatefulSet.
+    mark_stateful_set_rolled_out(&fake);
+    let status = eventually("Ready=True", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        (condition(&s, "Ready")?.0 == "True").then_some(s)
+    })
+    .await;
+    assert_eq!(status["status"]["readyReplicas"], 2);
+    assert_eq!(status["status"]["replicas"], 2);
+    let first_hash = hash_of(&sts);
+    assert_eq!(status["status"]["configHash"], first_hash);
+
+    // A config change rolls the pods: a new hash on the template, accepted by the API
+    // server (the claim templates are applied back unchanged).
+    update_spec(&fake, |s| {
+        s.spec.pipeline = crate::fixtures::pipeline(FILE_PIPELINE_BIG_BATCH)
+    });
+    let rolled = eventually("new hash on the StatefulSet", || {
+        let s = fake.get(&stateful_sets(), "team-a", "traces")?;
+        (hash_of(&s) != first_hash).then_some(s)
+    })
+    .await;
+    assert_eq!(claim_size(&rolled), "10Gi");
+    eventually("Ready=False while rolling", || {
+        (ready_reason(&fake)? == "RollingOut").then_some(())
+    })
+    .await;
+    let mut progressing = fake.get(&stateful_sets(), "team-a", "traces").unwrap();
+    progressing["status"]["updateRevision"] = json!("traces-2");
+    progressing["status"]["observedGeneration"] = progressing["metadata"]["generation"].clone();
+    fake.put(&stateful_sets(), progressing);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ready_reason(&fake).as_deref(),
+        Some("RollingOut"),
+        "revision not yet current"
+    );
+    mark_stateful_set_rolled_out(&fake);
+    eventually("Ready=True after the rollout", || {
+        (ready_reason(&fake)? == "Ready").then_some(())
+    })
+    .await;
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c.resource == "statefulsets" && c.verb == "watch")
+    );
+    assert_calls_allowed(&fake);
+    stop_controller(task, stop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn switching_queue_volume_moves_between_deployment_and_stateful_set() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_autoscaling(1, 3);
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    eventually("Deployment", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    mark_rolled_out(&fake);
+    eventually("Ready=True", || {
+        (ready_reason(&fake)? == "Ready").then_some(())
+    })
+    .await;
+
+    // emptyDir -> persistent: the StatefulSet comes up beside the Deployment, which serves
+    // until the StatefulSet has a ready pod.
+    update_spec(&fake, |s| *s = s.clone().with_persistent_queue("1Gi", None));
+    eventually("StatefulSet", || {
+        fake.get(&stateful_sets(), "team-a", "traces")
+    })
+    .await;
+    let hpa = eventually("HPA retargeted", || {
+        let h = fake.get(&hpas(), "team-a", "traces")?;
+        (h["spec"]["scaleTargetRef"]["kind"] == "StatefulSet").then_some(h)
+    })
+    .await;
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "traces");
+    let (_, message) = eventually("Progressing names the move", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "Progressing")
+            .filter(|c| c.1.contains("moving from Deployment to StatefulSet"))
+    })
+    .await;
+    assert!(message.contains("deleted once"), "{message}");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        fake.get(&deployments(), "team-a", "traces").is_some(),
+        "the Deployment serves until the StatefulSet is ready"
+    );
+    mark_stateful_set_rolled_out(&fake);
+    eventually("Deployment deleted", || {
+        fake.get(&deployments(), "team-a", "traces")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("Ready=True as a StatefulSet", || {
+        (ready_reason(&fake)? == "Ready").then_some(())
+    })
+    .await;
+    assert!(fake.get(&stateful_sets(), "team-a", "traces").is_some());
+    let deleted = eventually("Deleted event", || {
+        fake.list(&events(), "team-a").into_iter().find(|e| {
+            e["reason"] == "Deleted"
+                && e["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("Deployment traces removed"))
+        })
+    })
+    .await;
+    assert_eq!(deleted["type"], "Normal");
+
+    // persistent -> emptyDir: back to a Deployment; the StatefulSet goes once it serves.
+    update_spec(&fake, |s| *s = s.clone().with_empty_dir_queue());
+    eventually("Deployment again", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    mark_rolled_out(&fake);
+    eventually("StatefulSet deleted", || {
+        fake.get(&stateful_sets(), "team-a", "traces")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    eventually("Ready=True as a Deployment", || {
+        (ready_reason(&fake)? == "Ready").then_some(())
+    })
+    .await;
+    assert!(fake.get(&deployments(), "team-a", "traces").is_some());
+    let hpa = fake.get(&hpas(), "team-a", "traces").unwrap();
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Deployment");
+    assert_calls_allowed(&fake);
+    stop_controller(task, stop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_foreign_stateful_set_is_a_name_conflict_and_left_alone() {
+    let fake = FakeApiServer::default();
+    let theirs = fake.put(
+        &stateful_sets(),
+        foreign(
+            "StatefulSet",
+            "apps/v1",
+            "traces",
+            json!({"spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "theirs"}},
+            "template": {"metadata": {"labels": {"app": "theirs"}}, "spec": {"containers": [{"name": "db", "image": "postgres"}]}}}}),
+        ),
+    );
+    let mut sink = SpanSink::fixture().with_persistent_queue("1Gi", None);
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+
+    let message = eventually("Ready=False NameConflict", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        let ready = s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready" && c["reason"] == "NameConflict")?
+            .clone();
+        Some(ready["message"].as_str()?.to_string())
+    })
+    .await;
+    assert!(message.contains("StatefulSet team-a/traces"), "{message}");
+    tokio::time::sleep(NAME_CONFLICT_RETRY * 2).await;
+    assert_eq!(
+        fake.get(&stateful_sets(), "team-a", "traces").as_ref(),
+        Some(&theirs),
+        "the foreign StatefulSet was changed"
+    );
+    assert!(fake.get(&deployments(), "team-a", "traces").is_none());
+    stop_controller(task, stop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_claim_template_is_refused_while_the_rest_still_applies() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_persistent_queue("1Gi", Some("standard"));
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    let first = eventually("StatefulSet", || {
+        fake.get(&stateful_sets(), "team-a", "traces")
+    })
+    .await;
+    mark_stateful_set_rolled_out(&fake);
+    eventually("Ready=True", || {
+        (ready_reason(&fake)? == "Ready").then_some(())
+    })
+    .await;
+
+    // A bigger claim and a new pipeline in one edit.
+    update_spec(&fake, |s| {
+        *s = s
+            .clone()
+            .with_persistent_queue("5Gi", Some("standard"))
+            .with_pipeline(FILE_PIPELINE_BIG_BATCH);
+    });
+    let message = eventually("Ready=False QueueVolumeChangeRefused", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        s["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready" && c["reason"] == "QueueVolumeChangeRefused")
+            .and_then(|c| c["message"].as_str().map(String::from))
+    })
+    .await;
+    assert!(message.contains("size 5Gi"), "{message}");
+    assert!(message.contains("has size 1Gi"), "{message}");
+    assert!(message.contains("--cascade=orphan"), "{message}");
+    let sts = fake.get(&stateful_sets(), "team-a", "traces").unwrap();
+    assert_eq!(claim_size(&sts), "1Gi", "the claims are left as they are");
+    assert_ne!(
+        hash_of(&sts),
+        hash_of(&first),
+        "the config change is applied"
+    );
+    assert_eq!(
+        sts["metadata"]["uid"], first["metadata"]["uid"],
+        "not recreated"
+    );
+    let warning = eventually("Warning event", || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == "QueueVolumeChangeRefused")
+    })
+    .await;
+    assert_eq!(warning["type"], "Warning");
+    // No reconcile failed on a 422 from the API server.
+    assert!(
+        fake.list(&events(), "team-a")
+            .iter()
+            .all(|e| e["reason"] != "ReconcileFailed"),
+        "{:?}",
+        fake.list(&events(), "team-a")
+    );
+
+    // The documented way out: the user deletes the StatefulSet, orphaning pods and claims;
+    // the operator creates it again with the new template.
+    assert!(fake.delete(&stateful_sets(), "team-a", "traces"));
+    let again = eventually("StatefulSet recreated", || {
+        let s = fake.get(&stateful_sets(), "team-a", "traces")?;
+        (claim_size(&s) == "5Gi").then_some(s)
+    })
+    .await;
+    assert_ne!(again["metadata"]["uid"], first["metadata"]["uid"]);
+    mark_stateful_set_rolled_out(&fake);
+    eventually("Ready=True with the new claims", || {
+        (ready_reason(&fake)? == "Ready").then_some(())
+    })
+    .await;
+    stop_controller(task, stop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_durable_queue_off_the_queue_volume_is_refused_in_the_status() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_durable_queue_at("/data/queue");
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    let (_, message) = eventually("ConfigValid=False", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "ConfigValid").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert!(
+        message.starts_with("spec.pipeline.sinks.main.queue.durable.path: /data/queue is not a directory below /var/lib/spansink"),
+        "{message}"
+    );
+    assert_eq!(ready_reason(&fake).as_deref(), Some("InvalidPipeline"));
+    let warning = eventually("Warning event", || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == "InvalidPipeline")
+    })
+    .await;
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("sinks.main.queue.durable.path")
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        fake.get(&deployments(), "team-a", "traces").is_none(),
+        "nothing rolled out"
+    );
+    assert!(fake.get(&configmaps(), "team-a", "traces-config").is_none());
+
+    // Moved onto the volume: accepted and rolled out.
+    update_spec(&fake, |s| {
+        *s = s
+            .clone()
+            .with_durable_queue_at("/var/lib/spansink/queue/main")
+    });
+    eventually("Deployment", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    stop_controller(task, stop).await;
+}

@@ -7,7 +7,8 @@
 //! `404 page not found`; a missing object is 404 with a `Status` of reason `NotFound`; an
 //! apply without `fieldManager` is 400; an unforced apply over another manager's field is
 //! 409 `Conflict`; a create over an existing object is 409 `AlreadyExists`; a changed
-//! Deployment `spec.selector` is 422 `Invalid`; a watch from a resourceVersion older than
+//! Deployment `spec.selector`, or a change to a StatefulSet spec field other than those its
+//! controller rolls out (`volumeClaimTemplates`, `serviceName`, ...), is 422 `Invalid`; a watch from a resourceVersion older than
 //! the retained history gets a 410 `Expired` ERROR event. Not modelled: garbage
 //! collection, admission, defaulting, schema validation, RBAC (calls are recorded instead).
 
@@ -745,7 +746,8 @@ fn conflict_response(kind: &Kind, name: &str, conflicts: &[fields::Conflict]) ->
     json_response(StatusCode::CONFLICT, body)
 }
 
-/// A Deployment's `spec.selector` cannot change once created (apps/v1 validation).
+/// What apps/v1 validation refuses on update: a Deployment's `spec.selector`, and every
+/// StatefulSet spec field but the few its controller can roll out.
 fn immutable_field_changed(
     kind: &Kind,
     old: Option<&Value>,
@@ -753,19 +755,72 @@ fn immutable_field_changed(
     name: &str,
 ) -> Option<Response<Body>> {
     let old = old?;
-    if kind.group != "apps" || kind.plural != "deployments" {
-        return None;
+    match (kind.group.as_str(), kind.plural.as_str()) {
+        ("apps", "deployments") => {
+            let (was, is) = (&old["spec"]["selector"], &new["spec"]["selector"]);
+            (!was.is_null() && was != is).then(|| {
+                let message = format!(
+                    "Deployment.apps \"{name}\" is invalid: spec.selector: Invalid value: {is}: field is immutable"
+                );
+                invalid(name, "Deployment", &message, "FieldValueInvalid", "Invalid value: field is immutable", "spec.selector")
+            })
+        }
+        ("apps", "statefulsets") => {
+            let frozen = |object: &Value| {
+                let mut spec = object["spec"].clone();
+                if let Some(fields) = spec.as_object_mut() {
+                    for mutable in STATEFUL_SET_MUTABLE_SPEC {
+                        fields.remove(*mutable);
+                    }
+                }
+                spec
+            };
+            (frozen(old) != frozen(new)).then(|| {
+                let message = format!(
+                    "StatefulSet.apps \"{name}\" is invalid: spec: {STATEFUL_SET_FORBIDDEN}"
+                );
+                invalid(
+                    name,
+                    "StatefulSet",
+                    &message,
+                    "FieldValueForbidden",
+                    STATEFUL_SET_FORBIDDEN,
+                    "spec",
+                )
+            })
+        }
+        _ => None,
     }
-    let (was, is) = (&old["spec"]["selector"], &new["spec"]["selector"]);
-    (!was.is_null() && was != is).then(|| {
-        let message = format!(
-            "Deployment.apps \"{name}\" is invalid: spec.selector: Invalid value: {is}: field is immutable"
-        );
-        let mut body = status_body(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message);
-        body["details"] = json!({"name": name, "group": "apps", "kind": "Deployment",
-            "causes": [{"reason": "FieldValueInvalid", "message": "Invalid value: field is immutable", "field": "spec.selector"}]});
-        json_response(StatusCode::UNPROCESSABLE_ENTITY, body)
-    })
+}
+
+/// The StatefulSet spec fields an update may change (ValidateStatefulSetUpdate in
+/// kube-apiserver 1.27 and later).
+const STATEFUL_SET_MUTABLE_SPEC: &[&str] = &[
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "revisionHistoryLimit",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
+/// kube-apiserver's message for any other change.
+const STATEFUL_SET_FORBIDDEN: &str = "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+
+/// A 422 `Invalid` Status with one cause, as apps/v1 validation answers.
+fn invalid(
+    name: &str,
+    kind: &str,
+    message: &str,
+    reason: &str,
+    cause: &str,
+    field: &str,
+) -> Response<Body> {
+    let mut body = status_body(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
+    body["details"] = json!({"name": name, "group": "apps", "kind": kind,
+        "causes": [{"reason": reason, "message": cause, "field": field}]});
+    json_response(StatusCode::UNPROCESSABLE_ENTITY, body)
 }
 
 /// Status, content type and body text of a response, for tests of HTTP answers.
@@ -873,5 +928,65 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, kube::Error::Api(s) if s.code == 400));
+    }
+
+    #[tokio::test]
+    async fn stateful_set_spec_fields_other_than_the_rollable_ones_are_immutable() {
+        use k8s_openapi::api::apps::v1::StatefulSet;
+        let server = FakeApiServer::default();
+        let api: Api<StatefulSet> = Api::namespaced(server.client(), "a");
+        let sts = |size: &str, replicas: i64, image: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+                "spec": {"replicas": replicas, "serviceName": "s",
+                    "selector": {"matchLabels": {"app": "s"}},
+                    "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"containers": [{"name": "c", "image": image}]}},
+                    "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}]}})
+        };
+        let apply = PatchParams::apply("op").force();
+        api.patch("s", &apply, &Patch::Apply(sts("1Gi", 1, "a:1")))
+            .await
+            .unwrap();
+        // Replicas and template roll out: accepted.
+        let rolled = api
+            .patch("s", &apply, &Patch::Apply(sts("1Gi", 3, "a:2")))
+            .await
+            .unwrap();
+        assert_eq!(rolled.spec.unwrap().replicas, Some(3));
+        // A claim template change: the real server's 422.
+        let err = api
+            .patch("s", &apply, &Patch::Apply(sts("2Gi", 3, "a:2")))
+            .await
+            .unwrap_err();
+        let kube::Error::Api(status) = err else {
+            panic!("{err}")
+        };
+        assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            status.message,
+            "StatefulSet.apps \"s\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+        );
+        let mut renamed = sts("1Gi", 3, "a:2");
+        renamed["spec"]["serviceName"] = json!("other");
+        assert!(
+            api.patch("s", &apply, &Patch::Apply(renamed))
+                .await
+                .is_err()
+        );
+        let kept = server
+            .get(
+                &Kind {
+                    group: "apps".into(),
+                    version: "v1".into(),
+                    plural: "statefulsets".into(),
+                },
+                "a",
+                "s",
+            )
+            .unwrap();
+        assert_eq!(
+            kept["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "1Gi"
+        );
     }
 }

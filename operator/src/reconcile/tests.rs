@@ -1,7 +1,7 @@
 //! Reconcile unit tests: one SpanSink in, explicit assertions on every child out.
 //! No cluster, no controller: `desired` is a pure function.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -28,6 +28,25 @@ fn children_with(sink: &SpanSink, settings: &OperatorSettings) -> Children {
     match desired(sink, settings).unwrap() {
         Desired::Children(c) => *c,
         other => panic!("expected children, got {other:?}"),
+    }
+}
+
+/// The workload of children that should run as a Deployment.
+trait WorkloadOf {
+    fn deployment(&self) -> &Deployment;
+    fn stateful_set(&self) -> &StatefulSet;
+}
+
+impl WorkloadOf for Children {
+    fn deployment(&self) -> &Deployment {
+        self.workload
+            .as_deployment()
+            .unwrap_or_else(|| panic!("expected a Deployment, got {:?}", self.workload.kind()))
+    }
+    fn stateful_set(&self) -> &StatefulSet {
+        self.workload
+            .as_stateful_set()
+            .unwrap_or_else(|| panic!("expected a StatefulSet, got {:?}", self.workload.kind()))
     }
 }
 
@@ -66,7 +85,7 @@ fn defaults_give_configmap_deployment_service_and_nothing_else() {
     assert_eq!(c.config_hash.len(), 64);
 
     // Deployment
-    let d = &c.deployment;
+    let d = &c.deployment();
     assert_eq!(d.metadata.name.as_deref(), Some("traces"));
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(1));
@@ -210,7 +229,7 @@ fn every_child_is_owned_by_the_spansink_and_labelled() {
     );
     let metas = [
         &c.config_map.metadata,
-        &c.deployment.metadata,
+        &c.deployment().metadata,
         &c.service.metadata,
         &c.autoscaler.as_ref().unwrap().metadata,
         &c.disruption_budget.as_ref().unwrap().metadata,
@@ -233,7 +252,7 @@ fn every_child_is_owned_by_the_spansink_and_labelled() {
 #[test]
 fn autoscaling_adds_an_hpa_and_leaves_replicas_to_it() {
     let c = children(&SpanSink::fixture().with_autoscaling(2, 6));
-    assert_eq!(c.deployment.spec.as_ref().unwrap().replicas, None);
+    assert_eq!(c.deployment().spec.as_ref().unwrap().replicas, None);
     let hpa = c.autoscaler.unwrap();
     let spec = hpa.spec.unwrap();
     assert_eq!(spec.scale_target_ref.kind, "Deployment");
@@ -281,7 +300,7 @@ fn fixed_replicas_are_applied() {
     let mut sink = SpanSink::fixture();
     sink.spec.replicas = Some(3);
     let c = children(&sink);
-    assert_eq!(c.deployment.spec.unwrap().replicas, Some(3));
+    assert_eq!(c.deployment().spec.as_ref().unwrap().replicas, Some(3));
     assert!(c.autoscaler.is_none());
 }
 
@@ -310,7 +329,7 @@ fn secrets_reach_the_pod_through_env_from_never_the_configmap() {
         ..Default::default()
     });
     let c = children(&sink);
-    let ct = container(&c.deployment);
+    let ct = container(c.deployment());
     let from = ct.env_from.as_ref().unwrap();
     assert_eq!(
         from[0].secret_ref.as_ref().unwrap().name,
@@ -327,10 +346,10 @@ fn a_config_change_changes_the_hash_on_the_pod_template() {
     let before = children(&SpanSink::fixture());
     let after = children(&SpanSink::fixture().with_pipeline(FILE_PIPELINE_BIG_BATCH));
     assert_ne!(before.config_hash, after.config_hash);
-    assert_eq!(hash_annotation(&after.deployment), after.config_hash);
+    assert_eq!(hash_annotation(after.deployment()), after.config_hash);
     assert_ne!(
-        hash_annotation(&before.deployment),
-        hash_annotation(&after.deployment)
+        hash_annotation(before.deployment()),
+        hash_annotation(after.deployment())
     );
     // Unrelated spec changes (replicas) do not change the config hash.
     let mut scaled = SpanSink::fixture();
@@ -426,10 +445,10 @@ fn image_overrides_placement_and_pod_metadata_pass_through() {
         .annotations
         .insert("lb.example/internal".into(), "true".into());
     let c = children(&sink);
-    let spec = c.deployment.spec.as_ref().unwrap();
+    let spec = c.deployment().spec.as_ref().unwrap();
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(
-        container(&c.deployment).image.as_deref(),
+        container(c.deployment()).image.as_deref(),
         Some("registry.local/spansink:dev")
     );
     assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "tracing");
@@ -458,7 +477,7 @@ fn ports_follow_the_pipeline_receivers() {
         "receivers:\n  grpc:\n    endpoint: 0.0.0.0:14317\n  http:\n    enabled: false\n    endpoint: 0.0.0.0:4318\ntelemetry:\n  endpoint: 0.0.0.0:9090\nsinks:\n  b:\n    blackhole: {}\n",
     );
     let c = children(&sink);
-    let ports: Vec<(&str, i32)> = container(&c.deployment)
+    let ports: Vec<(&str, i32)> = container(c.deployment())
         .ports
         .as_ref()
         .unwrap()
@@ -483,7 +502,10 @@ fn ports_follow_the_pipeline_receivers() {
         ]
     );
     let annotations = c
-        .deployment
+        .workload
+        .as_deployment()
+        .cloned()
+        .unwrap()
         .spec
         .unwrap()
         .template
@@ -499,7 +521,7 @@ fn queue_volume_emptydir_size_and_ephemeral_claim() {
     use crate::crd::{EmptyDirQueueVolume, EphemeralQueueVolume, QueueVolumeSpec};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     let data = |sink: &SpanSink| {
-        let d = children(sink).deployment;
+        let d = children(sink).deployment().clone();
         d.spec.unwrap().template.spec.unwrap().volumes.unwrap()[1].clone()
     };
     let mut sink = SpanSink::fixture();
@@ -509,6 +531,7 @@ fn queue_volume_emptydir_size_and_ephemeral_claim() {
             medium: None,
         }),
         ephemeral: None,
+        persistent: None,
     });
     assert_eq!(
         data(&sink).empty_dir.unwrap().size_limit,
@@ -520,6 +543,7 @@ fn queue_volume_emptydir_size_and_ephemeral_claim() {
             size: Quantity("10Gi".into()),
             storage_class_name: Some("fast".into()),
         }),
+        persistent: None,
     });
     let v = data(&sink);
     assert!(v.empty_dir.is_none());
@@ -551,7 +575,7 @@ fn grace_period_covers_drain_sink_shutdown_and_margin() {
         let sink = SpanSink::fixture().with_pipeline(&format!(
             "shutdown:\n  drain_timeout: {drain}\nsinks:\n  b:\n    blackhole: {{}}\n"
         ));
-        pod_spec(&children(&sink).deployment).termination_grace_period_seconds
+        pod_spec(children(&sink).deployment()).termination_grace_period_seconds
     };
     // drain + ShutdownConfig::SINK_SHUTDOWN_TIMEOUT (5s) + GRACE_MARGIN (10s).
     assert_eq!(grace("90s"), Some(105));
@@ -576,7 +600,7 @@ fn image_pull_policy_and_secrets_from_spec_else_operator_defaults() {
         ..settings()
     };
     let render = |sink: &SpanSink| match desired(sink, &with_defaults).unwrap() {
-        Desired::Children(c) => c.deployment,
+        Desired::Children(c) => c.deployment().clone(),
         other => panic!("expected children, got {other:?}"),
     };
     let secret_names = |d: &Deployment| -> Option<Vec<String>> {
@@ -620,7 +644,7 @@ fn image_pull_fields_parse_from_a_manifest() {
         sink.spec.image_pull_policy,
         Some(crate::crd::ImagePullPolicy::Always)
     );
-    let d = children(&sink).deployment;
+    let d = children(&sink).deployment().clone();
     assert_eq!(container(&d).image_pull_policy.as_deref(), Some("Always"));
     assert_eq!(
         pod_spec(&d).image_pull_secrets.as_ref().unwrap()[0].name,
@@ -657,6 +681,7 @@ fn with_user_settings() -> SpanSink {
             size: Quantity("5Gi".into()),
             storage_class_name: None,
         }),
+        persistent: None,
     });
     sink.spec.service_account_name = Some("exporter".into());
     sink.spec.image_pull_secrets = Some(vec![LocalObjectReference {
@@ -675,8 +700,354 @@ fn exporter_pods_pass_the_restricted_pod_security_standard() {
             with_user_settings(),
         ),
     ] {
-        let d = children(&sink).deployment;
+        let d = children(&sink).deployment().clone();
         let template = serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap();
         pod_security::assert_restricted(what, &template);
+    }
+}
+
+/// The pod the StatefulSet controller creates for `ordinal`: the template plus one
+/// `persistentVolumeClaim` volume per claim template, named as the controller names claims.
+fn stateful_set_pod(s: &StatefulSet, ordinal: u32) -> serde_json::Value {
+    let spec = s.spec.as_ref().unwrap();
+    let name = s.metadata.name.as_deref().unwrap();
+    let mut pod = serde_json::to_value(&spec.template).unwrap();
+    for claim in spec.volume_claim_templates.iter().flatten() {
+        let claim_name = claim.metadata.name.as_deref().unwrap();
+        pod["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": claim_name,
+                "persistentVolumeClaim": {"claimName": format!("{claim_name}-{name}-{ordinal}")}}));
+    }
+    pod
+}
+
+#[test]
+fn a_persistent_queue_volume_runs_the_exporter_as_a_stateful_set() {
+    let sink = SpanSink::fixture().with_persistent_queue("20Gi", Some("fast"));
+    let c = children(&sink);
+    assert_eq!(c.workload.kind(), WorkloadKind::StatefulSet);
+    let s = c.stateful_set();
+    assert_eq!(s.metadata.name.as_deref(), Some("traces"));
+    assert_eq!(s.metadata.labels.as_ref(), Some(&child_labels("traces")));
+    assert_eq!(
+        s.metadata.owner_references.as_ref().unwrap()[0].controller,
+        Some(true)
+    );
+    let spec = s.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    assert_eq!(spec.selector.match_labels, Some(selector_labels("traces")));
+    assert_eq!(
+        spec.service_name.as_deref(),
+        Some("traces"),
+        "the SpanSink's Service"
+    );
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    let update = spec.update_strategy.as_ref().unwrap();
+    assert_eq!(update.type_.as_deref(), Some("RollingUpdate"));
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Retain"), Some("Retain")),
+        "claims hold queued spans: kept by default"
+    );
+    assert_eq!(spec.min_ready_seconds, None);
+
+    // One claim template named like the pod's data volume, and no such pod volume.
+    let claims = spec.volume_claim_templates.as_ref().unwrap();
+    assert_eq!(claims.len(), 1);
+    let claim = &claims[0];
+    assert_eq!(claim.metadata.name.as_deref(), Some(DATA_VOLUME));
+    assert_eq!(
+        claim.metadata.labels.as_ref(),
+        Some(&child_labels("traces"))
+    );
+    let claim_spec = claim.spec.as_ref().unwrap();
+    assert_eq!(
+        claim_spec.access_modes.as_deref().unwrap(),
+        ["ReadWriteOnce"]
+    );
+    assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+    assert_eq!(
+        claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"],
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("20Gi".into())
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    let volumes: Vec<&str> = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["config", "tmp"]);
+    let mounts: Vec<(&str, &str)> = pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| (m.name.as_str(), m.mount_path.as_str()))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("config", "/etc/spansink"),
+            ("data", "/var/lib/spansink"),
+            ("tmp", "/tmp")
+        ]
+    );
+
+    // The same pod as the Deployment's, but for the data volume: config hash, probes,
+    // security contexts, grace period.
+    let as_deployment = children(&SpanSink::fixture());
+    let mut deployment_pod = as_deployment
+        .deployment()
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .clone();
+    if let Some(volumes) = deployment_pod
+        .spec
+        .as_mut()
+        .and_then(|p| p.volumes.as_mut())
+    {
+        volumes.retain(|v| v.name != DATA_VOLUME);
+    }
+    assert_eq!(spec.template, deployment_pod);
+    assert_eq!(
+        spec.template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION],
+        c.config_hash
+    );
+}
+
+#[test]
+fn stateful_set_follows_replicas_autoscaling_retention_and_config() {
+    use crate::crd::ClaimRetention;
+    let mut sink = SpanSink::fixture().with_persistent_queue("1Gi", None);
+    sink.spec.replicas = Some(3);
+    if let Some(v) = sink
+        .spec
+        .queue_volume
+        .as_mut()
+        .and_then(|v| v.persistent.as_mut())
+    {
+        v.retention_policy.when_scaled = ClaimRetention::Delete;
+    }
+    let c = children(&sink);
+    let spec = c.stateful_set().spec.clone().unwrap();
+    assert_eq!(spec.replicas, Some(3));
+    let claim = &spec.volume_claim_templates.unwrap()[0];
+    assert_eq!(claim.spec.as_ref().unwrap().storage_class_name, None);
+    let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Retain"), Some("Delete"))
+    );
+
+    // The HPA scales the StatefulSet and owns its replica count.
+    let auto = children(&sink.clone().with_autoscaling(2, 6));
+    assert_eq!(auto.stateful_set().spec.as_ref().unwrap().replicas, None);
+    let target = auto.autoscaler.unwrap().spec.unwrap().scale_target_ref;
+    assert_eq!(
+        (
+            target.api_version.as_deref(),
+            target.kind.as_str(),
+            target.name.as_str()
+        ),
+        (Some("apps/v1"), "StatefulSet", "traces")
+    );
+
+    // A config change rolls the StatefulSet's pods through the same annotation.
+    let changed = children(&sink.clone().with_pipeline(FILE_PIPELINE_BIG_BATCH));
+    let hash = |c: &Children| {
+        c.stateful_set()
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(hash(&changed), hash(&c));
+    assert_eq!(hash(&changed), changed.config_hash);
+
+    // The PDB selects the pods whatever runs them.
+    let pdb = children(&sink.with_max_unavailable(1))
+        .disruption_budget
+        .unwrap();
+    assert_eq!(
+        pdb.spec.unwrap().selector.unwrap().match_labels,
+        Some(selector_labels("traces"))
+    );
+}
+
+#[test]
+fn stateful_set_pods_pass_the_restricted_pod_security_standard() {
+    let sink = with_user_settings().with_persistent_queue("5Gi", Some("standard"));
+    for (what, sink) in [
+        (
+            "StatefulSet pod, fixture",
+            SpanSink::fixture().with_persistent_queue("1Gi", None),
+        ),
+        ("StatefulSet pod, user-set fields and autoscaling", sink),
+    ] {
+        let c = children(&sink);
+        let pod = stateful_set_pod(c.stateful_set(), 0);
+        assert_eq!(
+            pod["spec"]["volumes"][2]["persistentVolumeClaim"]["claimName"],
+            "data-traces-0"
+        );
+        pod_security::assert_restricted(what, &pod);
+    }
+}
+
+#[test]
+fn a_durable_queue_off_the_queue_volume_is_refused_naming_sink_and_field() {
+    let sink = SpanSink::fixture().with_durable_queue_at("/data/queue");
+    match desired(&sink, &settings()).unwrap() {
+        Desired::InvalidPipeline(errors) => {
+            assert_eq!(errors.0.len(), 1, "{errors}");
+            assert_eq!(errors.0[0].path, "sinks.main.queue.durable.path");
+            assert!(errors.0[0].message.contains("/data/queue"), "{errors}");
+            assert!(
+                errors.0[0].message.contains("/var/lib/spansink"),
+                "{errors}"
+            );
+        }
+        other => panic!("expected InvalidPipeline, got {other:?}"),
+    }
+    // Below the mount point: fine, on every kind of queue volume.
+    for sink in [
+        SpanSink::fixture().with_durable_queue_at("/var/lib/spansink/queue/main"),
+        SpanSink::fixture()
+            .with_durable_queue_at("/var/lib/spansink/q")
+            .with_persistent_queue("1Gi", None),
+    ] {
+        assert!(matches!(
+            desired(&sink, &settings()).unwrap(),
+            Desired::Children(_)
+        ));
+    }
+}
+
+#[test]
+fn live_claim_templates_are_kept_and_a_changed_one_is_reported() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimStatus;
+    let render = |size: &str, class: Option<&str>| {
+        children(&SpanSink::fixture().with_persistent_queue(size, class))
+            .stateful_set()
+            .clone()
+    };
+    // As the API server stores the first apply: quantity canonicalised, fields defaulted.
+    let mut live = render("1024Mi", Some("standard"));
+    {
+        let claim = &mut live
+            .spec
+            .as_mut()
+            .unwrap()
+            .volume_claim_templates
+            .as_mut()
+            .unwrap()[0];
+        let spec = claim.spec.as_mut().unwrap();
+        spec.volume_mode = Some("Filesystem".into());
+        spec.resources
+            .as_mut()
+            .unwrap()
+            .requests
+            .as_mut()
+            .unwrap()
+            .insert(
+                "storage".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+            );
+        claim.status = Some(PersistentVolumeClaimStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+    }
+    let live_claim = |s: &StatefulSet| {
+        s.spec
+            .as_ref()
+            .unwrap()
+            .volume_claim_templates
+            .clone()
+            .unwrap()
+    };
+
+    // Same size, other spelling: no change; the live claim is applied back without the
+    // server's own fields.
+    let mut same = render("1024Mi", Some("standard"));
+    assert_eq!(keep_live_claims(&mut same, &live), None);
+    let kept = &live_claim(&same)[0];
+    assert!(kept.status.is_none());
+    let kept_spec = kept.spec.as_ref().unwrap();
+    assert_eq!(kept_spec.volume_mode, None);
+    assert_eq!(
+        kept_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "1Gi"
+    );
+    assert_eq!(kept.metadata.labels.as_ref(), Some(&child_labels("traces")));
+
+    // Bigger, or another class: reported, and the live template still applied.
+    for (size, class, asked) in [
+        (
+            "2Gi",
+            Some("standard"),
+            "size 2Gi, storageClassName \"standard\"",
+        ),
+        ("1Gi", Some("fast"), "size 1Gi, storageClassName \"fast\""),
+        ("1Gi", None, "size 1Gi, the default StorageClass"),
+    ] {
+        let mut changed = render(size, class);
+        let change = keep_live_claims(&mut changed, &live).expect("a change");
+        assert_eq!(change.desired, asked);
+        assert_eq!(change.live, "size 1Gi, storageClassName \"standard\"");
+        let message = change.message();
+        assert!(message.contains("StatefulSet traces"), "{message}");
+        assert!(message.contains("--cascade=orphan"), "{message}");
+        assert_eq!(
+            live_claim(&changed)[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .storage_class_name
+                .as_deref(),
+            Some("standard")
+        );
     }
 }
