@@ -12,10 +12,10 @@ use spansink_config::ExporterConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{Admit, Chain};
+use crate::chain::{Admit, ChainFactory, LiveChain, SinkChains};
 use crate::receiver::{self, ReceiverLimits};
-use crate::reload::{ChainFactory, LiveChain, Reloader, SinkChains};
-use crate::sinks::{self, BuildError};
+use crate::reload::Reloader;
+use crate::sinks::BuildError;
 use crate::telemetry::metrics::Protocol;
 use crate::telemetry::{self, Health, Metrics, logging};
 
@@ -237,17 +237,6 @@ impl ReceiverTasks {
             })
         })
     }
-}
-
-/// Builds every sink of `config`, then the chain around them (not started).
-pub async fn build_chain(config: &ExporterConfig, metrics: &Metrics) -> Result<Chain, BuildError> {
-    let built = sinks::build_all(config, metrics).await?;
-    Chain::build(config, metrics, &|name, _| {
-        built.get(name).cloned().ok_or_else(|| BuildError {
-            sink: name.to_string(),
-            message: "sink was not built".into(),
-        })
-    })
 }
 
 impl Running {

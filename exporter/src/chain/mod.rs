@@ -4,11 +4,13 @@
 //! Each policy is one small type in its own file that wraps a [`SharedSink`] and knows
 //! nothing of the others; the order is decided in one place, the chain builder.
 
+pub mod assemble;
 pub mod batch;
 pub mod builder;
 pub mod fallback;
 pub mod fanout;
 pub mod filter;
+pub mod live;
 pub mod monitor;
 pub mod queue;
 pub mod rate_limit;
@@ -18,11 +20,13 @@ pub(crate) mod test_sinks;
 pub mod timeout;
 pub mod worker;
 
+pub use assemble::{ChainFactory, SinkChains, build_chain};
 pub use batch::{Batcher, ReadyBatch};
 pub use builder::{Chain, DrainReport};
 pub use fallback::Fallback;
 pub use fanout::{FanOut, SinkInput};
 pub use filter::{Filtered, SpanFilter};
+pub use live::LiveChain;
 pub use monitor::Monitor;
 pub use queue::{DurableQueue, EntryId, MemoryQueue, QueueEntry, SpanQueue};
 pub use rate_limit::RateLimit;
