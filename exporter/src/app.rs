@@ -12,7 +12,7 @@ use spansink_config::ExporterConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{Admit, ChainFactory, LiveChain, SinkChains};
+use crate::chain::{Admit, ChainFactory, LiveChain, SinkChains, assemble};
 use crate::receiver::{self, ReceiverLimits};
 use crate::reload::Reloader;
 use crate::sinks::BuildError;
@@ -106,7 +106,7 @@ pub async fn start_with(
         None
     };
 
-    let chain = Arc::new(chains.build(&config, &metrics).await?);
+    let chain = Arc::new(assemble(chains.as_ref(), &config, None, &metrics).await?);
     chain.start();
     health.set_chain_running(true);
     let live = Arc::new(LiveChain::new(chain));
@@ -252,10 +252,12 @@ impl Running {
 
     /// Stops in the order that loses nothing: refuse new work (not ready, receivers
     /// finish in-flight requests and close), deliver what is queued within the drain
-    /// deadline, flush sinks, then stop telemetry last so the final metrics can be scraped
+    /// deadline (what a durable queue still holds then stays on disk for the next
+    /// start), flush sinks, then stop telemetry last so the final metrics can be scraped
     /// until the end.
-    /// The drain deadline counts from the call, so that nothing (a reload's drain still
-    /// under way) stretches the shutdown past the grace period the pod was given for it.
+    /// The drain deadline counts from the call, so that nothing (a reload's hand-over
+    /// still under way, old sink generations still delivering) stretches the shutdown
+    /// past the grace period the pod was given for it.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let until = tokio::time::Instant::now() + self.drain_timeout;
         tracing::info!("shutting down: receivers stop accepting, queues drain");
@@ -276,6 +278,7 @@ impl Running {
         tracing::info!(
             delivered_spans = report.delivered_spans,
             dropped_spans = report.dropped_spans,
+            kept_spans = report.kept_spans,
             timed_out = report.timed_out,
             "sink chain drained; exiting"
         );
