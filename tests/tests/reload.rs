@@ -106,6 +106,25 @@ fn all_arrive(backend: &Exporter, expected: &BTreeSet<String>, front: &Exporter)
     }
 }
 
+/// The log without terminal colour codes (`\x1b[..m`), so fields read `name=value`.
+fn plain_log(front: &Exporter) -> String {
+    let log = front.log();
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn dropped(front: &Exporter, sink: &str, reason: &str) -> f64 {
     front
         .metric(&format!(
@@ -165,11 +184,7 @@ fn a_reload_while_the_backend_is_down_drops_nothing_from_a_memory_queue() {
         "the old generation never ended; log:\n{}",
         front.log()
     );
-    assert!(
-        front
-            .log()
-            .contains("old generation of a replaced sink ended")
-    );
+    assert!(plain_log(&front).contains("old generation of a replaced sink ended"));
     assert_eq!(front.terminate(grace_period()).code(), Some(0));
 }
 
@@ -207,7 +222,7 @@ fn sigterm_in_the_middle_of_a_reload_exits_within_the_grace_period() {
     reload(&mut front, &sinks("11s"), 1.0);
     let status = front.terminate(grace_period());
     assert_eq!(status.code(), Some(0), "log:\n{}", front.log());
-    let log = front.log();
+    let log = plain_log(&front);
     assert!(log.contains("sink chain drained; exiting"), "{log}");
 
     // What the durable sink held was handed over whole: after a restart with the
@@ -231,7 +246,7 @@ fn sigterm_with_a_durable_queue_and_the_backend_down_keeps_everything_for_the_ne
     // Stop accepting, try until the drain deadline, keep the rest on disk.
     let status = front.terminate(grace_period());
     assert_eq!(status.code(), Some(0), "log:\n{}", front.log());
-    let log = front.log();
+    let log = plain_log(&front);
     let last = log
         .lines()
         .rfind(|l| l.contains("sink chain drained; exiting"))
