@@ -12,10 +12,10 @@ use spansink_config::ExporterConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{Admit, Chain};
+use crate::chain::{Admit, ChainFactory, LiveChain, SinkChains, assemble};
 use crate::receiver::{self, ReceiverLimits};
-use crate::reload::{ChainFactory, LiveChain, Reloader, SinkChains};
-use crate::sinks::{self, BuildError};
+use crate::reload::Reloader;
+use crate::sinks::BuildError;
 use crate::telemetry::metrics::Protocol;
 use crate::telemetry::{self, Health, Metrics, logging};
 
@@ -106,7 +106,7 @@ pub async fn start_with(
         None
     };
 
-    let chain = Arc::new(chains.build(&config, &metrics).await?);
+    let chain = Arc::new(assemble(chains.as_ref(), &config, None, &metrics).await?);
     chain.start();
     health.set_chain_running(true);
     let live = Arc::new(LiveChain::new(chain));
@@ -239,17 +239,6 @@ impl ReceiverTasks {
     }
 }
 
-/// Builds every sink of `config`, then the chain around them (not started).
-pub async fn build_chain(config: &ExporterConfig, metrics: &Metrics) -> Result<Chain, BuildError> {
-    let built = sinks::build_all(config, metrics).await?;
-    Chain::build(config, metrics, &|name, _| {
-        built.get(name).cloned().ok_or_else(|| BuildError {
-            sink: name.to_string(),
-            message: "sink was not built".into(),
-        })
-    })
-}
-
 impl Running {
     /// Resolves when a receiver or the telemetry server died; the exporter should stop.
     pub async fn failed(&self) {
@@ -263,10 +252,12 @@ impl Running {
 
     /// Stops in the order that loses nothing: refuse new work (not ready, receivers
     /// finish in-flight requests and close), deliver what is queued within the drain
-    /// deadline, flush sinks, then stop telemetry last so the final metrics can be scraped
+    /// deadline (what a durable queue still holds then stays on disk for the next
+    /// start), flush sinks, then stop telemetry last so the final metrics can be scraped
     /// until the end.
-    /// The drain deadline counts from the call, so that nothing (a reload's drain still
-    /// under way) stretches the shutdown past the grace period the pod was given for it.
+    /// The drain deadline counts from the call, so that nothing (a reload's hand-over
+    /// still under way, old sink generations still delivering) stretches the shutdown
+    /// past the grace period the pod was given for it.
     pub async fn shutdown(self) -> Result<(), AppError> {
         let until = tokio::time::Instant::now() + self.drain_timeout;
         tracing::info!("shutting down: receivers stop accepting, queues drain");
@@ -287,6 +278,7 @@ impl Running {
         tracing::info!(
             delivered_spans = report.delivered_spans,
             dropped_spans = report.dropped_spans,
+            kept_spans = report.kept_spans,
             timed_out = report.timed_out,
             "sink chain drained; exiting"
         );

@@ -1,112 +1,23 @@
 //! Hot reload: watches the mounted config file (a ConfigMap update is an atomic swap of
 //! the `..data` symlink, so polling the content is the reliable signal) and SIGHUP,
-//! validates the new config, and swaps the running chain without losing spans.
+//! validates the new config, and swaps the running chain without losing spans: sinks
+//! whose settings did not change keep running with their queues; only new and changed
+//! ones are built (see `chain::live` for how replaced ones end).
 //! Not for receivers or telemetry settings: those need a restart (logged when changed).
-//! A reload in progress when shutdown begins is abandoned, not finished: shutdown then
-//! drains the chain that is running.
+//! A reload still building its chain when shutdown begins is abandoned, not finished:
+//! shutdown then drains the chain that is running. One that has swapped chains is done;
+//! shutdown finishes the hand-over of the sinks it replaced.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use spansink_config::ExporterConfig;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{Admission, Admit, Chain, DrainReport, Refusal};
-use crate::sinks::BuildError;
+use crate::chain::{Chain, ChainFactory, LiveChain, assemble};
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::{Health, Metrics, logging};
-
-/// The chain the receivers admit into: the current generation, replaced on reload.
-pub struct LiveChain {
-    current: RwLock<Arc<Chain>>,
-    /// Serialises reloads and shutdown so two swaps never interleave.
-    swap: Mutex<()>,
-}
-
-impl LiveChain {
-    pub fn new(chain: Arc<Chain>) -> Self {
-        Self {
-            current: RwLock::new(chain),
-            swap: Mutex::new(()),
-        }
-    }
-
-    pub fn current(&self) -> Arc<Chain> {
-        // A poisoned lock means a panic while swapping an Arc: the Arc itself is intact.
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Makes `next` the chain receivers admit into, drains the previous one within
-    /// `deadline`, then starts `next`. Starting only after the drain keeps two
-    /// generations from writing to one backend at once (e.g. the same file); meanwhile
-    /// `next` queues what arrives (its queue bounds apply).
-    pub async fn replace(&self, next: Arc<Chain>, deadline: Duration) {
-        let _guard = self.swap.lock().await;
-        let previous = {
-            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *current, next.clone())
-        };
-        let report = previous.drain(deadline).await;
-        tracing::info!(
-            delivered_spans = report.delivered_spans,
-            dropped_spans = report.dropped_spans,
-            timed_out = report.timed_out,
-            "previous chain drained"
-        );
-        next.start();
-    }
-
-    /// Drains the current chain for shutdown, finishing by `until`. A reload's drain of the
-    /// previous chain still under way is waited for first (that chain holds accepted
-    /// spans, and two generations must not write to one backend at once); it counts
-    /// against the same `until`, so a reload cannot stretch the shutdown past the pod's
-    /// grace period.
-    pub async fn drain_until(&self, until: tokio::time::Instant) -> DrainReport {
-        let _guard = self.swap.lock().await;
-        self.current()
-            .drain(until.saturating_duration_since(tokio::time::Instant::now()))
-            .await
-    }
-}
-
-#[async_trait]
-impl Admit for LiveChain {
-    async fn admit(&self, data: crate::otlp::TraceData) -> Result<Admission, Refusal> {
-        let chain = self.current();
-        match chain.admit(data.clone()).await {
-            // The chain was swapped out between our read and the push: the new one takes it.
-            Err(Refusal::ShuttingDown { .. }) if !Arc::ptr_eq(&chain, &self.current()) => {
-                self.current().admit(data).await
-            }
-            other => other,
-        }
-    }
-}
-
-/// Builds the sink chain of a config: the real sinks in the exporter, slow or scripted
-/// ones in tests.
-#[async_trait]
-pub trait ChainFactory: Send + Sync {
-    /// Builds every sink of `config` and the chain around them (not started). May take
-    /// long (a backend that is slow to answer); the caller may drop the future midway.
-    async fn build(&self, config: &ExporterConfig, metrics: &Metrics) -> Result<Chain, BuildError>;
-}
-
-/// The exporter's sinks, built by [`crate::app::build_chain`].
-pub struct SinkChains;
-
-#[async_trait]
-impl ChainFactory for SinkChains {
-    async fn build(&self, config: &ExporterConfig, metrics: &Metrics) -> Result<Chain, BuildError> {
-        crate::app::build_chain(config, metrics).await
-    }
-}
 
 /// Watches `path` and applies valid changes to `live` until `stop` is cancelled.
 pub struct Reloader {
@@ -155,16 +66,13 @@ impl Reloader {
     /// Validates, builds and swaps in the config `text`. Shutdown (`stop`) abandons it
     /// while the new chain is being built: the build is dropped (what it built so far is
     /// closed with it) and the running chain stays, for shutdown to drain. Once swapped,
-    /// only the previous chain's drain is left, which shutdown waits for anyway.
+    /// the replaced sinks' old generations end in the background, and shutdown finishes
+    /// their hand-over.
     async fn apply(&mut self, text: &str, stop: &CancellationToken) {
-        let result = |r: &'static str| ResultLabels { result: r };
         let next = match ExporterConfig::from_yaml(text) {
             Ok(c) => c,
             Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&result("failure"))
-                    .inc();
+                self.count("failure");
                 tracing::error!(path = %self.path.display(), error = %e, "new config refused; the running config stays in place");
                 return;
             }
@@ -177,6 +85,20 @@ impl Reloader {
                 "receivers/telemetry settings changed: they apply at the next restart; sinks change now"
             );
         }
+        // What runs keeps the receivers and telemetry it started with.
+        let next = ExporterConfig {
+            receivers: self.running.receivers.clone(),
+            telemetry: self.running.telemetry.clone(),
+            ..next
+        };
+        if next.sinks == self.running.sinks {
+            self.running = next;
+            self.count("success");
+            tracing::info!("config reloaded; no sink changed, nothing rebuilt");
+            return;
+        }
+        let previous = self.live.current();
+        let rebuilt = Chain::sinks_to_build(Some(&previous), &next);
         // `biased`: a shutdown that has begun wins over a build finishing at the same moment.
         let built = tokio::select! {
             biased;
@@ -184,36 +106,39 @@ impl Reloader {
                 self.abandoned("while the new sink chain was being built");
                 return;
             }
-            built = self.chains.build(&next, &self.metrics) => built,
+            built = assemble(self.chains.as_ref(), &next, Some(&previous), &self.metrics) => built,
         };
         let chain = match built {
-            // Built, but shutdown began meanwhile: close its sinks (nothing was admitted).
+            // Built, but shutdown began meanwhile: close its new sinks (nothing was
+            // admitted into them); the ones it shares with the running chain stay.
             Ok(c) if stop.is_cancelled() => {
-                c.drain(Duration::ZERO).await;
+                c.discard().await;
                 self.abandoned("after the new sink chain was built, before the swap");
                 return;
             }
             Ok(c) => Arc::new(c),
             Err(e) => {
-                self.metrics
-                    .config_reloads
-                    .get_or_create(&result("failure"))
-                    .inc();
+                self.count("failure");
                 tracing::error!(error = %e, "new config refused: sink chain could not be built; the running config stays in place");
                 return;
             }
         };
-        tracing::info!(sinks = %logging::list(chain.sink_names()), "config changed: switching to the new sink chain");
+        tracing::info!(sinks = %logging::list(chain.sink_names()), rebuilt = %logging::list(&rebuilt),
+            "config changed: switching to the new sink chain; unchanged sinks keep running");
         self.live
             .replace(chain, next.shutdown.drain_timeout.get())
             .await;
         self.health.set_chain_running(true);
         self.running = next;
+        self.count("success");
+        tracing::info!("config reloaded");
+    }
+
+    fn count(&self, result: &'static str) {
         self.metrics
             .config_reloads
-            .get_or_create(&result("success"))
+            .get_or_create(&ResultLabels { result })
             .inc();
-        tracing::info!("config reloaded");
     }
 
     fn abandoned(&self, when: &str) {
@@ -261,14 +186,17 @@ async fn recv_hangup(_: &mut Hangup) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use async_trait::async_trait;
     use tokio::sync::Notify;
 
     use super::*;
     use crate::app::{self, ConfigSource};
+    use crate::chain::Admit;
     use crate::chain::test_sinks::{TestSink, trace_data};
-    use crate::sinks::SharedSink;
+    use crate::sinks::{BuildError, SharedSink};
 
     /// The first chain is built on `sink` at once; every later build (a reload) signals
     /// `reload_started` and then never finishes, like a backend that never answers.
@@ -280,17 +208,18 @@ mod tests {
 
     #[async_trait]
     impl ChainFactory for StallingReloads {
-        async fn build(
+        async fn backends(
             &self,
-            config: &ExporterConfig,
-            metrics: &Metrics,
-        ) -> Result<Chain, BuildError> {
+            _config: &ExporterConfig,
+            names: &[String],
+            _metrics: &Metrics,
+        ) -> Result<BTreeMap<String, SharedSink>, BuildError> {
             if self.builds.fetch_add(1, Ordering::SeqCst) > 0 {
                 self.reload_started.notify_one();
                 std::future::pending::<()>().await;
             }
             let sink: SharedSink = self.sink.clone();
-            Chain::build(config, metrics, &|_, _| Ok(sink.clone()))
+            Ok(names.iter().map(|n| (n.clone(), sink.clone())).collect())
         }
     }
 
@@ -356,5 +285,144 @@ mod tests {
         };
         assert_eq!(count("abandoned"), 1);
         assert_eq!(count("success"), 0);
+    }
+
+    /// Backends by sink name (recording test sinks, made on demand); remembers which
+    /// sinks each build asked for, and runs `on_first_build` during the first one.
+    #[derive(Default)]
+    struct RecordingBackends {
+        sinks: std::sync::Mutex<BTreeMap<String, Arc<TestSink>>>,
+        asked: std::sync::Mutex<Vec<Vec<String>>>,
+        on_first_build: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl RecordingBackends {
+        fn sink(&self, name: &str) -> Arc<TestSink> {
+            self.sinks
+                .lock()
+                .unwrap()
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(TestSink::recording()))
+                .clone()
+        }
+
+        fn asked(&self) -> Vec<Vec<String>> {
+            self.asked.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl ChainFactory for RecordingBackends {
+        async fn backends(
+            &self,
+            _config: &ExporterConfig,
+            names: &[String],
+            _metrics: &Metrics,
+        ) -> Result<BTreeMap<String, SharedSink>, BuildError> {
+            self.asked.lock().unwrap().push(names.to_vec());
+            if let Some(hook) = self.on_first_build.lock().unwrap().take() {
+                hook();
+            }
+            Ok(names
+                .iter()
+                .map(|n| (n.clone(), self.sink(n) as SharedSink))
+                .collect())
+        }
+    }
+
+    async fn reloads(metrics: &Metrics, result: &'static str, at_least: u64) {
+        for _ in 0..3000 {
+            if metrics
+                .config_reloads
+                .get_or_create(&ResultLabels { result })
+                .get()
+                >= at_least
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no {at_least} reload(s) with result {result} within 30 s");
+    }
+
+    #[tokio::test]
+    async fn an_edit_made_while_the_exporter_starts_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let first = config("  a:\n    blackhole: {}\n");
+        std::fs::write(&path, &first).unwrap();
+        // The edit lands while the first chain is built: after the file was loaded,
+        // before the reloader ever read it.
+        let edited = config("  a:\n    blackhole: {}\n  b:\n    blackhole: {}\n");
+        let backends = Arc::new(RecordingBackends::default());
+        *backends.on_first_build.lock().unwrap() = Some(Box::new({
+            let path = path.clone();
+            move || std::fs::write(&path, edited).unwrap()
+        }));
+        let running = app::start_with(
+            ExporterConfig::from_yaml(&first).unwrap(),
+            ConfigSource::File(path.clone()),
+            Duration::from_millis(10),
+            backends.clone(),
+        )
+        .await
+        .unwrap();
+        reloads(&running.metrics, "success", 1).await;
+        assert_eq!(backends.asked(), [vec!["a"], vec!["b"]]);
+        running
+            .live_chain()
+            .admit(trace_data("svc", 3))
+            .await
+            .unwrap();
+        running.shutdown().await.unwrap();
+        assert_eq!(backends.sink("b").spans(), 3, "the edited config runs");
+        assert_eq!(backends.sink("a").spans(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_change_to_receivers_or_telemetry_alone_rebuilds_no_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let first = config("  a:\n    blackhole: {}\n");
+        std::fs::write(&path, &first).unwrap();
+        let backends = Arc::new(RecordingBackends::default());
+        let running = app::start_with(
+            ExporterConfig::from_yaml(&first).unwrap(),
+            ConfigSource::File(path.clone()),
+            Duration::from_millis(10),
+            backends.clone(),
+        )
+        .await
+        .unwrap();
+        let live = running.live_chain();
+        let chain = live.current();
+        std::fs::write(
+            &path,
+            first
+                .replace("telemetry:\n", "telemetry:\n  log_level: debug\n")
+                .replace("receivers:\n", "receivers:\n  max_request_size: 1MiB\n"),
+        )
+        .unwrap();
+        reloads(&running.metrics, "success", 1).await;
+        assert_eq!(backends.asked(), [vec!["a"]], "no sink was built again");
+        assert!(Arc::ptr_eq(&chain, &live.current()), "the chain runs on");
+        assert_eq!(backends.sink("a").shutdowns(), 0);
+
+        // Adding a sink builds that one only.
+        std::fs::write(
+            &path,
+            config("  a:\n    blackhole: {}\n  b:\n    blackhole: {}\n"),
+        )
+        .unwrap();
+        reloads(&running.metrics, "success", 2).await;
+        assert_eq!(backends.asked(), [vec!["a"], vec!["b"]]);
+        assert_eq!(backends.sink("a").shutdowns(), 0, "a was kept, not drained");
+        live.admit(trace_data("svc", 4)).await.unwrap();
+        running.shutdown().await.unwrap();
+        assert_eq!(
+            (backends.sink("a").spans(), backends.sink("b").spans()),
+            (4, 4)
+        );
+        assert_eq!(backends.sink("a").shutdowns(), 1);
     }
 }

@@ -1,15 +1,17 @@
 //! The running chain ([`Chain`]): built from the whole config in one place, which also
-//! decides the order of the policy layers; started; fed through fan-out; drained. Not the
-//! policies themselves: each lives in its own file and knows nothing of the others.
+//! decides the order of the policy layers; started; fed through fan-out; drained, or
+//! handed over to the next generation at a reload. Not the policies themselves: each
+//! lives in its own file and knows nothing of the others; not how one sink's generation
+//! ends (`runtime`) nor the swap itself (`live`).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
 use spansink_config::{ExporterConfig, SinkConfig};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::fallback::Fallback;
@@ -19,40 +21,31 @@ use super::monitor::Monitor;
 use super::queue::{self, RETRY_AFTER, SpanQueue};
 use super::rate_limit::RateLimit;
 use super::retry::Retry;
+use super::runtime::{Cause, Deadline, Ended, Parts, SinkRuntime};
 use super::timeout::Timeout;
 use super::worker::Worker;
 use super::{Admission, Admit, Refusal};
 use crate::otlp::TraceData;
 use crate::sinks::{BuildError, SharedSink};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::SinkReasonLabels;
 
-/// How long each sink's `shutdown` (final flush) may take after the drain. Defined in the
-/// config crate because the operator adds it to the pods' termination grace period.
-const SINK_SHUTDOWN_TIMEOUT: Duration = spansink_config::ShutdownConfig::SINK_SHUTDOWN_TIMEOUT;
+/// Chain ids, for telling which chain owns a runtime; 0 means none.
+static NEXT_CHAIN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// All sinks of one config generation with their queues, policy stacks and workers.
+/// A sink unchanged by a reload is shared with the previous generation (see
+/// [`Chain::build_next`]).
 pub struct Chain {
+    id: u64,
     fanout: FanOut,
     /// In `config.sinks` (name) order.
-    sinks: Vec<SinkRuntime>,
-    /// Indexes into `sinks`, level by level: a sink is closed only after every sink that
-    /// falls back to it has finished.
-    drain_order: Vec<Vec<usize>>,
+    sinks: Vec<Arc<SinkRuntime>>,
     started: AtomicBool,
+    /// No more admissions: drained, handed over or discarded.
     draining: AtomicBool,
+    /// `drain` or `discard` ran.
+    ended: AtomicBool,
     metrics: Metrics,
-}
-
-struct SinkRuntime {
-    name: String,
-    queue: Arc<dyn SpanQueue>,
-    /// The backend wrapped in its policies; `shutdown` passes through to the backend.
-    stack: SharedSink,
-    sent: Arc<AtomicU64>,
-    /// Taken by `start`.
-    worker: Mutex<Option<Worker>>,
-    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What a drain achieved.
@@ -60,10 +53,32 @@ struct SinkRuntime {
 pub struct DrainReport {
     /// Spans delivered to backends during the drain (fallback sinks included).
     pub delivered_spans: u64,
-    /// Spans still pending at the deadline, counted as `dropped{reason="shutdown"}`.
+    /// Spans of memory queues still pending at the deadline, counted as
+    /// `dropped{reason="shutdown"}`.
     pub dropped_spans: u64,
+    /// Spans of durable queues still pending at the deadline: kept on disk for the next
+    /// start (`kept{reason="shutdown"}`), not dropped.
+    pub kept_spans: u64,
     /// Whether the deadline passed before everything was delivered.
     pub timed_out: bool,
+}
+
+impl DrainReport {
+    pub(crate) fn add(mut self, ended: Ended) -> Self {
+        self.delivered_spans += ended.delivered_spans;
+        self.dropped_spans += ended.dropped_spans;
+        self.kept_spans += ended.kept_spans;
+        self.timed_out |= ended.timed_out;
+        self
+    }
+}
+
+/// A runtime of the previous chain that the next one does not keep; it ends on its own
+/// deadline (see `live`).
+pub(crate) struct Replaced {
+    pub runtime: Arc<SinkRuntime>,
+    /// A new generation on the same durable directory starts only once it has ended.
+    pub awaited: bool,
 }
 
 /// Wraps `backend` in its policies: the one place the layer order is decided. From the
@@ -101,17 +116,6 @@ fn policy_stack(
     stack
 }
 
-impl SinkRuntime {
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-}
-
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values are plain options; a panic elsewhere leaves them usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Chain {
     /// Builds queues, policy stacks and workers (not started). `make_sink` builds one
     /// backend sink; injected so tests can pass in-memory sinks and the chain does not
@@ -121,21 +125,38 @@ impl Chain {
         metrics: &Metrics,
         make_sink: &dyn Fn(&str, &SinkConfig) -> Result<SharedSink, BuildError>,
     ) -> Result<Chain, BuildError> {
-        let queues: Vec<Arc<dyn SpanQueue>> = config
+        Self::build_next(None, config, metrics, make_sink)
+    }
+
+    /// The sinks of `config` that `previous` cannot pass on as they run: new ones,
+    /// changed ones, and those falling back to one of these (a fallback layer holds its
+    /// target's queue). `make_sink` is asked only for these. Without `previous`: all.
+    pub fn sinks_to_build(previous: Option<&Chain>, config: &ExporterConfig) -> Vec<String> {
+        let kept = previous.map(|p| p.passable(config)).unwrap_or_default();
+        config
             .sinks
-            .iter()
-            .map(|(name, sink)| {
-                queue::open(name, &sink.queue, metrics).map_err(|e| BuildError {
-                    sink: name.clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect::<Result<_, _>>()?;
+            .keys()
+            .filter(|name| !kept.contains_key(*name))
+            .cloned()
+            .collect()
+    }
+
+    /// [`Chain::build`] for the config after `previous`: every sink `previous` can pass
+    /// on (unchanged, see [`Chain::sinks_to_build`]) is shared as it runs (queue,
+    /// worker, backend), the others are built anew. Nothing changes for `previous` until
+    /// [`Chain::hand_over`].
+    pub fn build_next(
+        previous: Option<&Chain>,
+        config: &ExporterConfig,
+        metrics: &Metrics,
+        make_sink: &dyn Fn(&str, &SinkConfig) -> Result<SharedSink, BuildError>,
+    ) -> Result<Chain, BuildError> {
+        let id = NEXT_CHAIN_ID.fetch_add(1, Ordering::Relaxed);
+        let kept = previous.map(|p| p.passable(config)).unwrap_or_default();
         let names: Vec<&String> = config.sinks.keys().collect();
-        let mut sinks = Vec::with_capacity(queues.len());
-        let mut fallbacks = Vec::with_capacity(queues.len());
-        for ((name, sink), queue) in config.sinks.iter().zip(&queues) {
-            let fallback = match &sink.fallback {
+        let mut fallbacks = Vec::with_capacity(names.len());
+        for (name, sink) in &config.sinks {
+            fallbacks.push(match &sink.fallback {
                 None => None,
                 Some(target) => Some(names.iter().position(|n| *n == target).ok_or_else(
                     || BuildError {
@@ -145,11 +166,39 @@ impl Chain {
                         ),
                     },
                 )?),
+            });
+        }
+        let levels = drain_order(&fallbacks).map_err(|i| BuildError {
+            sink: names[i].clone(),
+            message: "fallback chain loops back to this sink; a failed batch would bounce forever: break the loop".into(),
+        })?;
+        // Deepest level first: a sink's fallback layer needs its target's queue.
+        let mut runtimes: Vec<Option<Arc<SinkRuntime>>> = vec![None; names.len()];
+        for &i in levels.iter().rev().flatten() {
+            let name = names[i];
+            if let Some(runtime) = kept.get(name.as_str()) {
+                runtimes[i] = Some(runtime.clone());
+                continue;
+            }
+            let sink = &config.sinks[name];
+            let target = match fallbacks[i] {
+                None => None,
+                Some(t) => Some(runtimes[t].clone().ok_or_else(|| BuildError {
+                    sink: name.clone(),
+                    message:
+                        "internal error: fallback sink built out of order; please report it".into(),
+                })?),
             };
-            fallbacks.push(fallback);
+            let queue = queue::open(name, &sink.queue, metrics).map_err(|e| BuildError {
+                sink: name.clone(),
+                message: e.to_string(),
+            })?;
             let backend = make_sink(name, sink)?;
-            let target = fallback.map(|i| (names[i].as_str(), queues[i].clone()));
-            let stack = policy_stack(name, sink, backend, target, metrics);
+            let fallback_queue = target
+                .as_ref()
+                .zip(sink.fallback.as_deref())
+                .map(|(t, target_name)| (target_name, t.queue().clone()));
+            let stack = policy_stack(name, sink, backend, fallback_queue, metrics);
             let worker = Worker::new(
                 name,
                 queue.clone(),
@@ -159,153 +208,155 @@ impl Chain {
                 sink.fallback.as_deref(),
                 metrics,
             );
-            sinks.push(SinkRuntime {
-                name: name.clone(),
-                queue: queue.clone(),
+            let parts = Parts {
+                queue,
                 stack,
-                sent: worker.sent_counter(),
-                worker: Mutex::new(Some(worker)),
-                task: Mutex::new(None),
-            });
+                fallback: target,
+                worker,
+            };
+            runtimes[i] = Some(Arc::new(SinkRuntime::new(name, sink, parts, id, metrics)));
         }
-        let drain_order = drain_order(&fallbacks).map_err(|i| BuildError {
-            sink: names[i].clone(),
-            message: "fallback chain loops back to this sink; a failed batch would bounce forever: break the loop".into(),
-        })?;
+        let sinks: Vec<Arc<SinkRuntime>> = runtimes.into_iter().flatten().collect();
         let inputs = config
             .sinks
             .iter()
-            .zip(&queues)
+            .zip(&sinks)
             .filter(|((_, sink), _)| !sink.fallback_only)
-            .map(|((name, sink), queue)| SinkInput {
+            .map(|((name, sink), runtime)| SinkInput {
                 sink: name.clone(),
                 filter: sink.filter.as_ref().map(SpanFilter::new),
-                queue: queue.clone(),
+                queue: runtime.queue().clone(),
             })
             .collect();
         Ok(Chain {
+            id,
             fanout: FanOut::new(inputs, metrics),
             sinks,
-            drain_order,
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
             metrics: metrics.clone(),
         })
     }
 
-    /// Spawns the per-sink workers; call it within a tokio runtime. On a config reload the
-    /// new chain is started only after the old one drained, so two generations never
-    /// write to the same backend at once; until then it queues what it admits.
+    /// This chain's runtimes that the chain of `config` can keep as they run: same
+    /// settings, and a fallback (if any) that is kept too.
+    fn passable(&self, config: &ExporterConfig) -> BTreeMap<String, Arc<SinkRuntime>> {
+        let mut kept: BTreeMap<String, Arc<SinkRuntime>> = self
+            .owned()
+            .filter(|r| config.sinks.get(r.name()) == Some(r.config()))
+            .map(|r| (r.name().to_string(), r.clone()))
+            .collect();
+        loop {
+            let orphaned: Vec<String> = kept
+                .iter()
+                .filter(|(_, r)| {
+                    r.config()
+                        .fallback
+                        .as_ref()
+                        .is_some_and(|target| !kept.contains_key(target))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if orphaned.is_empty() {
+                return kept;
+            }
+            for name in orphaned {
+                kept.remove(&name);
+            }
+        }
+    }
+
+    fn owned(&self) -> impl Iterator<Item = &Arc<SinkRuntime>> {
+        self.sinks.iter().filter(|r| r.owned_by(self.id))
+    }
+
+    fn shares(&self, runtime: &Arc<SinkRuntime>) -> bool {
+        self.sinks.iter().any(|r| Arc::ptr_eq(r, runtime))
+    }
+
+    /// Spawns the workers of the sinks it owns; call it within a tokio runtime. A
+    /// reload starts the next chain right after [`Chain::hand_over`]: its new sinks on
+    /// a durable directory start only once the old generation on it has ended.
     pub fn start(&self) {
         if self.draining.load(Ordering::Acquire) {
             return;
         }
-        self.spawn_workers();
+        for runtime in self.owned() {
+            runtime.start();
+        }
         self.started.store(true, Ordering::Release);
     }
 
-    fn spawn_workers(&self) {
-        for sink in &self.sinks {
-            // Hold the worker slot while storing the task, so a concurrent drain sees
-            // either no task yet (and spawns it itself) or the task.
-            let mut worker = locked(&sink.worker);
-            if let Some(worker) = worker.take() {
-                *locked(&sink.task) = Some(tokio::spawn(worker.run()));
+    /// Receivers admit into `next` now: this chain stops admitting, passes on the
+    /// runtimes `next` shares, and returns the others, which `next` does not use and
+    /// which must still be ended. A new sink of `next` on the durable directory of a
+    /// returned runtime starts only once that runtime has ended.
+    pub(crate) fn hand_over(&self, next: &Chain) -> Vec<Replaced> {
+        self.draining.store(true, Ordering::Release);
+        let mut replaced = Vec::new();
+        for runtime in self.owned() {
+            if next.shares(runtime) {
+                runtime.pass_to(next.id);
+            } else {
+                replaced.push(Replaced {
+                    runtime: runtime.clone(),
+                    awaited: false,
+                });
             }
         }
+        for new in next.owned().filter(|r| !self.shares(r)) {
+            let Some(dir) = new.directory() else { continue };
+            if let Some(old) = replaced
+                .iter_mut()
+                .find(|old| old.runtime.directory() == Some(dir))
+            {
+                new.start_after(old.runtime.clone());
+                old.awaited = true;
+            }
+        }
+        replaced
     }
 
     /// Stops admitting (admit -> `Refusal::ShuttingDown`), delivers what is queued and in
     /// flight within `deadline` (fallback sinks drain after their primaries), then calls
-    /// `Sink::shutdown` on every sink. Spans still pending at the deadline are counted as
-    /// `dropped{reason="shutdown"}` and logged. A chain never started is started here so
-    /// that what it queued is delivered. A second call returns an empty report.
+    /// `Sink::shutdown` on every sink. Spans still pending at the deadline are counted:
+    /// a memory queue's as `dropped{reason="shutdown"}`, a durable queue's as
+    /// `kept{reason="shutdown"}` (on disk for the next start). A chain never started
+    /// is started here so that what it queued is delivered. Only the sinks this chain
+    /// owns (not those it handed over). A second call returns an empty report.
     pub async fn drain(&self, deadline: Duration) -> DrainReport {
-        if self.draining.swap(true, Ordering::AcqRel) {
+        if self.ended.swap(true, Ordering::AcqRel) {
             return DrainReport::default();
         }
+        self.draining.store(true, Ordering::Release);
         let until = Instant::now() + deadline;
-        let sent_before: Vec<u64> = self.sinks.iter().map(|s| s.sent()).collect();
-        self.spawn_workers();
-        let finished = self.deliver_in_order(until).await;
-        let dropped_spans = self.drop_leftovers(deadline);
-        self.shut_down_sinks().await;
-        let delivered_spans = self
-            .sinks
-            .iter()
-            .zip(sent_before)
-            .map(|(s, before)| s.sent() - before)
-            .sum();
-        DrainReport {
-            delivered_spans,
-            dropped_spans,
-            timed_out: !finished,
+        let owned: Vec<Arc<SinkRuntime>> = self.owned().cloned().collect();
+        for runtime in &owned {
+            runtime.end_by(Deadline {
+                at: until,
+                cause: Cause::Shutdown,
+            });
         }
+        for runtime in &owned {
+            runtime.let_go();
+        }
+        join_all(owned.iter().map(|r| r.finish()))
+            .await
+            .into_iter()
+            .fold(DrainReport::default(), DrainReport::add)
     }
 
-    /// Closes the queues level by level, each once the sinks feeding it have finished, and
-    /// waits for the workers until `until`; then aborts the rest. Whether all finished.
-    async fn deliver_in_order(&self, until: Instant) -> bool {
-        let mut tasks: Vec<Option<JoinHandle<()>>> =
-            self.sinks.iter().map(|s| locked(&s.task).take()).collect();
-        let finished = tokio::time::timeout_at(until, async {
-            for level in &self.drain_order {
-                for &i in level {
-                    self.sinks[i].queue.close();
-                }
-                for &i in level {
-                    if let Some(task) = tasks[i].as_mut() {
-                        if let Err(e) = task.await {
-                            tracing::error!(sink = %self.sinks[i].name, error = %e, "sink worker failed");
-                        }
-                        tasks[i] = None;
-                    }
-                }
-            }
-        })
-        .await
-        .is_ok();
-        // Aborting a worker drops its in-flight exports with it.
-        for task in tasks.iter().flatten() {
-            task.abort();
+    /// Ends a chain that was built and never handed anything (a reload abandoned before
+    /// the swap): its own sinks are closed and shut down without running, and the sinks
+    /// it would have kept from the running chain are left alone.
+    pub async fn discard(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
         }
-        for task in tasks.into_iter().flatten() {
-            let _ = task.await;
-        }
-        finished
-    }
-
-    /// Counts and logs what no worker will deliver any more; returns the total.
-    fn drop_leftovers(&self, deadline: Duration) -> u64 {
-        let mut dropped = 0;
-        for sink in &self.sinks {
-            let lost = sink.queue.abandon() as u64;
-            if lost > 0 {
-                dropped += lost;
-                self.metrics
-                    .sink_dropped_spans
-                    .get_or_create(&SinkReasonLabels {
-                        sink: sink.name.clone(),
-                        reason: "shutdown",
-                    })
-                    .inc_by(lost);
-                tracing::error!(sink = %sink.name, spans = lost, deadline_ms = deadline.as_millis() as u64,
-                    "drain deadline passed; spans not delivered are dropped");
-            }
-        }
-        dropped
-    }
-
-    async fn shut_down_sinks(&self) {
-        join_all(self.sinks.iter().map(|sink| async move {
-            match tokio::time::timeout(SINK_SHUTDOWN_TIMEOUT, sink.stack.shutdown()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(sink = %sink.name, error = %e, "sink shutdown failed"),
-                Err(_) => tracing::error!(sink = %sink.name, timeout_ms = SINK_SHUTDOWN_TIMEOUT.as_millis() as u64,
-                    "sink shutdown did not finish in time"),
-            }
-        }))
-        .await;
+        self.draining.store(true, Ordering::Release);
+        let owned: Vec<Arc<SinkRuntime>> = self.owned().cloned().collect();
+        join_all(owned.iter().map(|r| r.discard())).await;
     }
 
     /// Built and started, not draining.
@@ -315,7 +366,11 @@ impl Chain {
 
     /// Every sink, fallback-only ones included, in name order.
     pub fn sink_names(&self) -> Vec<String> {
-        self.sinks.iter().map(|s| s.name.clone()).collect()
+        self.sinks.iter().map(|s| s.name().to_string()).collect()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -323,8 +378,8 @@ impl Drop for Chain {
     /// A chain dropped without `drain` (it should not be) still lets its workers deliver
     /// what is queued and end, instead of waiting on open queues forever.
     fn drop(&mut self) {
-        for sink in &self.sinks {
-            sink.queue.close();
+        for sink in self.owned() {
+            sink.queue().close();
         }
     }
 }
@@ -343,9 +398,10 @@ impl Admit for Chain {
     }
 }
 
-/// Groups sinks into drain levels from each sink's fallback index: level 0 is fed by no
-/// other sink; a fallback target sits one level below the deepest sink feeding it.
-/// `Err(i)` names a sink on a fallback loop.
+/// Groups sinks into levels from each sink's fallback index: level 0 is fed by no other
+/// sink; a fallback target sits one level below the deepest sink feeding it (so the
+/// builder builds targets first, and a target ends after its feeders). `Err(i)` names a
+/// sink on a fallback loop.
 fn drain_order(fallbacks: &[Option<usize>]) -> Result<Vec<Vec<usize>>, usize> {
     let mut level = vec![0usize; fallbacks.len()];
     // Longest-path relaxation: settles within n rounds unless there is a loop.
@@ -385,7 +441,7 @@ mod tests {
 
     use super::*;
     use crate::chain::test_sinks::{TestSink, trace_data};
-    use crate::telemetry::metrics::FallbackLabels;
+    use crate::telemetry::metrics::{FallbackLabels, SinkReasonLabels};
 
     fn sink_config() -> SinkConfig {
         SinkConfig {
@@ -513,6 +569,7 @@ mod tests {
             DrainReport {
                 delivered_spans: 12,
                 dropped_spans: 0,
+                kept_spans: 0,
                 timed_out: false
             }
         );
@@ -557,6 +614,7 @@ mod tests {
             DrainReport {
                 delivered_spans: 30,
                 dropped_spans: 0,
+                kept_spans: 0,
                 timed_out: false
             }
         );
@@ -596,6 +654,7 @@ mod tests {
             DrainReport {
                 delivered_spans: 0,
                 dropped_spans: 12,
+                kept_spans: 0,
                 timed_out: true
             }
         );
@@ -603,6 +662,55 @@ mod tests {
         assert_eq!(m.sink_queue_spans.get_or_create(&m.sink("s")).get(), 0);
         assert_eq!(m.sink_inflight_exports.get_or_create(&m.sink("s")).get(), 0);
         assert_eq!(sink.shutdowns(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_durable_queue_keeps_at_shutdown_what_it_could_not_deliver_and_drops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::for_tests();
+        let sink = Arc::new(TestSink::down(Duration::from_millis(5)));
+        let config = SinkConfig {
+            queue: QueueConfig {
+                durable: Some(spansink_config::DurableQueueConfig {
+                    path: Some(dir.path().display().to_string()),
+                    fsync: spansink_config::FsyncPolicy::Never,
+                    ..Default::default()
+                }),
+                ..QueueConfig::default()
+            },
+            batch: BatchConfig {
+                max_spans: 10,
+                ..sink_config().batch
+            },
+            retry: spansink_config::RetryConfig {
+                initial_backoff: spansink_config::Duration::from_millis(10),
+                max_attempts: 100_000,
+                ..Default::default()
+            },
+            ..sink_config()
+        };
+        let exporter = exporter_config(vec![("s", config)]);
+        let chain = build(&exporter, &[("s", &sink)], &m);
+        chain.start();
+        for _ in 0..3 {
+            chain.admit(trace_data("svc", 10)).await.unwrap();
+        }
+        let report = chain.drain(Duration::from_millis(300)).await;
+        assert_eq!(
+            report,
+            DrainReport {
+                delivered_spans: 0,
+                dropped_spans: 0,
+                kept_spans: 30,
+                timed_out: true
+            }
+        );
+        assert_eq!(reason(&m.sink_dropped_spans, "s", "shutdown"), 0);
+        assert_eq!(reason(&m.sink_kept_spans, "s", "shutdown"), 30);
+        assert_eq!(sink.shutdowns(), 1);
+        drop(chain);
+        let again = queue::open("s", &exporter.sinks["s"].queue, &Metrics::for_tests()).unwrap();
+        assert_eq!(again.pending_spans(), 30, "on disk for the next start");
     }
 
     #[tokio::test(start_paused = true)]

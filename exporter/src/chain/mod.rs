@@ -3,26 +3,33 @@
 //! calls the sink through its policy layers (rate limit, timeout, retry, fallback).
 //! Each policy is one small type in its own file that wraps a [`SharedSink`] and knows
 //! nothing of the others; the order is decided in one place, the chain builder.
+//! The chain the receivers admit into is [`LiveChain`]; a reload swaps the generation
+//! underneath it, keeping the sinks that did not change.
 
+pub mod assemble;
 pub mod batch;
 pub mod builder;
 pub mod fallback;
 pub mod fanout;
 pub mod filter;
+pub mod live;
 pub mod monitor;
 pub mod queue;
 pub mod rate_limit;
 pub mod retry;
+pub mod runtime;
 #[cfg(test)]
 pub(crate) mod test_sinks;
 pub mod timeout;
 pub mod worker;
 
+pub use assemble::{ChainFactory, SinkChains, assemble, build_chain};
 pub use batch::{Batcher, ReadyBatch};
 pub use builder::{Chain, DrainReport};
 pub use fallback::Fallback;
 pub use fanout::{FanOut, SinkInput};
 pub use filter::{Filtered, SpanFilter};
+pub use live::LiveChain;
 pub use monitor::Monitor;
 pub use queue::{DurableQueue, EntryId, MemoryQueue, QueueEntry, SpanQueue};
 pub use rate_limit::RateLimit;

@@ -1,8 +1,8 @@
 //! In-memory sinks and trace data for the chain's unit tests: a sink that records what it
 //! got, fails on cue, or is slow. Not for production use (compiled only in tests).
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,11 +82,27 @@ enum Script {
     FailPermanently,
 }
 
+/// Export calls in flight across several sinks (two generations of one backend).
+#[derive(Default)]
+pub struct Overlap {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Overlap {
+    /// The most calls that were in flight at once.
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+}
+
 /// A scripted sink: records the batches it accepted, when calls happened and how many
-/// ran at once; optionally slow.
+/// ran at once; optionally slow, or down (every call fails transiently) until brought up.
 pub struct TestSink {
     script: Script,
     delay: Duration,
+    down: AtomicBool,
+    overlap: Option<Arc<Overlap>>,
     calls: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -100,6 +116,8 @@ impl TestSink {
         Self {
             script,
             delay,
+            down: AtomicBool::new(false),
+            overlap: None,
             calls: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
@@ -126,8 +144,35 @@ impl TestSink {
         Self::new(Script::Succeed, delay)
     }
 
+    /// Fails every call permanently, after `delay`.
+    pub fn slow_failing(delay: Duration) -> Self {
+        Self::new(Script::FailPermanently, delay)
+    }
+
+    /// Fails every call transiently, after `delay`, until [`TestSink::bring_up`].
+    pub fn down(delay: Duration) -> Self {
+        let sink = Self::new(Script::Succeed, delay);
+        sink.down.store(true, Ordering::SeqCst);
+        sink
+    }
+
+    pub fn bring_up(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Counts its calls in `overlap` too.
+    pub fn sharing(mut self, overlap: Arc<Overlap>) -> Self {
+        self.overlap = Some(overlap);
+        self
+    }
+
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     pub fn max_in_flight(&self) -> usize {
@@ -163,8 +208,13 @@ impl Sink for TestSink {
         self.call_times.lock().unwrap().push(Instant::now());
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _shared = self.overlap.clone().map(OverlapGuard::enter);
+        // Counted down even when the call is cancelled midway.
+        let _own = Leave(&self.in_flight);
         tokio::time::sleep(self.delay).await;
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(SinkError::transient("unavailable", "test backend is down"));
+        }
         match self.script {
             Script::FailTransiently(n) if call < n => {
                 Err(SinkError::transient("unavailable", "test backend is down"))
@@ -182,5 +232,30 @@ impl Sink for TestSink {
     async fn shutdown(&self) -> Result<(), SinkError> {
         self.shutdowns.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+/// One call in flight in an [`Overlap`], while alive.
+struct OverlapGuard(Arc<Overlap>);
+
+impl OverlapGuard {
+    fn enter(overlap: Arc<Overlap>) -> Self {
+        let now = overlap.now.fetch_add(1, Ordering::SeqCst) + 1;
+        overlap.max.fetch_max(now, Ordering::SeqCst);
+        Self(overlap)
+    }
+}
+
+impl Drop for OverlapGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Leave<'a>(&'a AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use spansink_config::BatchConfig;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::batch::{Batcher, ReadyBatch};
 use super::queue::SpanQueue;
@@ -79,25 +80,50 @@ impl Worker {
     }
 
     /// Runs until the queue is closed and drained and every export has finished.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        self.run_until(CancellationToken::new()).await
+    }
+
+    /// [`Worker::run`], or until `stop` is cancelled: then the exports in flight are
+    /// cancelled and waited for, so that when this returns nothing of this worker still
+    /// calls the backend (the next generation of a sink on the same durable queue may
+    /// start right after). What they held stays uncommitted in the queue.
+    pub async fn run_until(mut self, stop: CancellationToken) {
         let mut exports = JoinSet::new();
         loop {
             // Take an export slot before forming the batch: while all slots are busy,
             // spans wait in the (bounded, measured) queue and the next batch is formed
             // from the freshest backlog.
-            let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            let slot = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return exports.shutdown().await,
+                slot = self.slots.clone().acquire_owned() => slot,
+            };
+            let Ok(slot) = slot else {
                 break; // the semaphore is never closed
             };
             while let Some(done) = exports.try_join_next() {
                 self.exporter.report_panic(done);
             }
-            let Some(ready) = self.batcher.next().await else {
+            let ready = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return exports.shutdown().await,
+                ready = self.batcher.next() => ready,
+            };
+            let Some(ready) = ready else {
                 break;
             };
             exports.spawn(self.exporter.clone().export(ready, slot));
         }
-        while let Some(done) = exports.join_next().await {
-            self.exporter.report_panic(done);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return exports.shutdown().await,
+                done = exports.join_next() => match done {
+                    Some(done) => self.exporter.report_panic(done),
+                    None => return,
+                },
+            }
         }
     }
 }
@@ -250,6 +276,26 @@ mod tests {
         assert_eq!(inflight.get(), 0);
         assert_eq!(m.sink_sent_spans.get_or_create(&m.sink("s")).get(), 60);
         assert_eq!(q.pending_spans(), 0, "every entry committed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_cancels_the_exports_in_flight_and_waits_for_them() {
+        let m = Metrics::for_tests();
+        let q = queue(&m);
+        for _ in 0..3 {
+            q.push(trace_data("a", 10)).await.unwrap();
+        }
+        let sink = Arc::new(TestSink::slow(Duration::from_secs(3600)));
+        let worker = Worker::new("s", q.clone(), &batches_of(10), sink.clone(), 2, None, &m);
+        let stop = CancellationToken::new();
+        let run = tokio::spawn(worker.run_until(stop.clone()));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(sink.in_flight(), 2);
+        stop.cancel();
+        run.await.unwrap();
+        assert_eq!(sink.in_flight(), 0, "no call of this worker outlives it");
+        assert_eq!(m.sink_inflight_exports.get_or_create(&m.sink("s")).get(), 0);
+        assert_eq!(q.pending_spans(), 30, "nothing was committed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub sink_queue_capacity_spans: Family<SinkLabels, Gauge>,
     pub sink_inflight_exports: Family<SinkLabels, Gauge>,
     pub sink_rate_limit_wait_seconds: Family<SinkLabels, Counter<f64>>,
+    pub sink_kept_spans: Family<SinkReasonLabels, Counter>,
+    pub sink_draining_generations: Family<SinkLabels, Gauge>,
 
     pub queue_disk_bytes: Family<SinkLabels, Gauge>,
     pub queue_disk_segments: Family<SinkLabels, Gauge>,
@@ -153,6 +155,8 @@ impl Metrics {
             sink_queue_capacity_spans: Family::default(),
             sink_inflight_exports: Family::default(),
             sink_rate_limit_wait_seconds: Family::default(),
+            sink_kept_spans: Family::default(),
+            sink_draining_generations: Family::default(),
             queue_disk_bytes: Family::default(),
             queue_disk_segments: Family::default(),
             queue_fsync_duration: Family::new_with_constructor(fsync_duration_histogram),
@@ -200,7 +204,7 @@ impl Metrics {
         );
         r.register(
             "sink_dropped_spans",
-            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `no_fallback`, `fallback_refused`, `malformed`, `message_too_large`, `rejected_by_backend`)",
+            "Spans discarded without delivery, by reason (`queue_full`, `filtered`, `shutdown`, `reload`, `no_fallback`, `fallback_refused`, `malformed`, `message_too_large`, `rejected_by_backend`)",
             m.sink_dropped_spans.clone(),
         );
         r.register(
@@ -245,6 +249,16 @@ impl Metrics {
             "Time export calls spent waiting for the rate limiter",
             Unit::Seconds,
             m.sink_rate_limit_wait_seconds.clone(),
+        );
+        r.register(
+            "sink_kept_spans",
+            "Spans left in a sink's durable queue when a generation of the sink stopped at its deadline, by reason (`reload`: delivered by the sink's next generation, `shutdown`: by the next start); not lost",
+            m.sink_kept_spans.clone(),
+        );
+        r.register(
+            "sink_draining_generations",
+            "Old generations of a sink (replaced by a config reload) still delivering what they hold in the background",
+            m.sink_draining_generations.clone(),
         );
         r.register_with_unit(
             "queue_disk",

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use spansink_config::ExporterConfig;
-use spansink_exporter::app::build_chain;
-use spansink_exporter::chain::{Admit, Chain, DrainReport};
+use spansink_exporter::chain::{Admit, Chain, DrainReport, build_chain};
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::TraceData;
 use spansink_exporter::telemetry::metrics::Metrics;
