@@ -172,9 +172,13 @@ impl Reloader {
         if next == self.running {
             return;
         }
-        if next.receivers != self.running.receivers || next.telemetry != self.running.telemetry {
+        if !next
+            .receivers
+            .same_listeners_and_limits(&self.running.receivers)
+            || next.telemetry != self.running.telemetry
+        {
             tracing::warn!(
-                "receivers/telemetry settings changed: they apply at the next restart; sinks change now"
+                "receivers/telemetry settings changed: they apply at the next restart; sinks and acknowledgements change now"
             );
         }
         // `biased`: a shutdown that has begun wins over a build finishing at the same moment.

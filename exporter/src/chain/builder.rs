@@ -67,10 +67,11 @@ pub struct DrainReport {
 }
 
 /// Wraps `backend` in its policies: the one place the layer order is decided. From the
-/// worker inwards: fallback -> retry -> rate limit -> monitor -> timeout -> backend.
+/// worker inwards: (fallback) -> retry -> rate limit -> monitor -> timeout -> backend.
 ///
-/// - fallback outermost: it acts on the final failure, after retries gave up (or at once
-///   for a permanent error, which retry passes straight up);
+/// - fallback outermost, run by the worker with the stack's final result: it acts on the
+///   final failure, after retries gave up (or at once for a permanent error, which retry
+///   passes straight up), and hands the batch on with its waiting clients' completions;
 /// - retry outside the rate limit: every attempt, retries included, takes tokens, so a
 ///   recovering backend is not hit above its rate;
 /// - the rate limit outside the timeout: the timeout bounds the backend call, not the
@@ -83,7 +84,6 @@ fn policy_stack(
     name: &str,
     config: &SinkConfig,
     backend: SharedSink,
-    fallback: Option<(&str, Arc<dyn SpanQueue>)>,
     metrics: &Metrics,
 ) -> SharedSink {
     let mut stack: SharedSink = Arc::new(Timeout::new(backend, name, config.timeout.get()));
@@ -94,9 +94,6 @@ fn policy_stack(
     }
     if config.retry.enabled {
         stack = Arc::new(Retry::new(stack, name, &config.retry, metrics));
-    }
-    if let Some((target, queue)) = fallback {
-        stack = Arc::new(Fallback::new(stack, name, target, queue, metrics));
     }
     stack
 }
@@ -148,15 +145,16 @@ impl Chain {
             };
             fallbacks.push(fallback);
             let backend = make_sink(name, sink)?;
-            let target = fallback.map(|i| (names[i].as_str(), queues[i].clone()));
-            let stack = policy_stack(name, sink, backend, target, metrics);
+            let stack = policy_stack(name, sink, backend, metrics);
+            let fallback =
+                fallback.map(|i| Fallback::new(name, names[i], queues[i].clone(), metrics));
             let worker = Worker::new(
                 name,
                 queue.clone(),
                 &sink.batch,
                 stack.clone(),
                 sink.rate_limit.max_concurrent_exports,
-                sink.fallback.as_deref(),
+                fallback,
                 metrics,
             );
             sinks.push(SinkRuntime {
@@ -183,8 +181,12 @@ impl Chain {
                 queue: queue.clone(),
             })
             .collect();
+        let receivers = &config.receivers;
         Ok(Chain {
-            fanout: FanOut::new(inputs, metrics),
+            fanout: FanOut::new(inputs, metrics).acknowledging(
+                receivers.acknowledgements,
+                receivers.acknowledgement_timeout.get(),
+            ),
             sinks,
             drain_order,
             started: AtomicBool::new(false),
