@@ -20,7 +20,7 @@ pub use policy::{
     AttributeMatch, BatchConfig, DurableQueueConfig, FilterConfig, FsyncPolicy, OnFiltered,
     QueueConfig, RateLimitConfig, RetryConfig, SpanMatch, WhenFull,
 };
-pub use receivers::{ListenerConfig, ReceiversConfig};
+pub use receivers::{AcknowledgementMode, ListenerConfig, ReceiversConfig};
 pub use sink::{
     BACKENDS, BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig,
     RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,

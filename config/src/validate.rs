@@ -142,6 +142,10 @@ impl Validator {
                 r.max_decompressed_size, r.max_request_size
             ),
         );
+        self.positive(
+            "receivers.acknowledgement_timeout",
+            r.acknowledgement_timeout.get().is_zero(),
+        );
     }
 
     fn sinks(&mut self, config: &ExporterConfig) {
@@ -1269,6 +1273,38 @@ mod tests {
                 .starts_with("sinks.Main_Sink.rate_limit.burst: must be >= batch.max_spans (512)")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn acknowledgement_settings_parse_and_the_timeout_must_be_positive() {
+        let config: ExporterConfig = serde_yaml::from_str(
+            "receivers:\n  acknowledgements: delivered\n  acknowledgement_timeout: 30s\nsinks:\n  a: {blackhole: {}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.receivers.acknowledgements,
+            crate::AcknowledgementMode::Delivered
+        );
+        assert_eq!(
+            config.receivers.acknowledgement_timeout,
+            Duration::from_secs(30)
+        );
+        let defaults: ExporterConfig =
+            serde_yaml::from_str("sinks:\n  a: {blackhole: {}}\n").unwrap();
+        assert_eq!(
+            defaults.receivers.acknowledgements,
+            crate::AcknowledgementMode::Received
+        );
+        assert_eq!(
+            errors("receivers:\n  acknowledgement_timeout: 0s\nsinks:\n  a: {blackhole: {}}\n"),
+            vec!["receivers.acknowledgement_timeout: must be greater than zero"]
+        );
+        let unknown = ExporterConfig::from_yaml(
+            "receivers:\n  acknowledgements: sometimes\nsinks:\n  a: {blackhole: {}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(unknown.contains("receivers.acknowledgements"), "{unknown}");
     }
 
     #[test]

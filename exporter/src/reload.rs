@@ -80,9 +80,13 @@ impl Reloader {
         if next == self.running {
             return;
         }
-        if next.receivers != self.running.receivers || next.telemetry != self.running.telemetry {
+        if !next
+            .receivers
+            .same_listeners_and_limits(&self.running.receivers)
+            || next.telemetry != self.running.telemetry
+        {
             tracing::warn!(
-                "receivers/telemetry settings changed: they apply at the next restart; sinks change now"
+                "receivers/telemetry settings changed: they apply at the next restart; sinks and acknowledgements change now"
             );
         }
         // What runs keeps the receivers and telemetry it started with.

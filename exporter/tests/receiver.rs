@@ -488,7 +488,7 @@ async fn grpc_refusals_are_retryable_with_retry_info() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), code);
-        assert_eq!(retry_delay(&status), Some(refusal.retry_after()));
+        assert_eq!(retry_delay(&status), refusal.retry_after());
         assert_eq!(receivers.requests(Protocol::grpc, reason), 1);
         assert_eq!(receivers.refused_spans(Protocol::grpc, reason), 7);
         assert_eq!(receivers.accepted_spans(Protocol::grpc), 0);

@@ -207,8 +207,14 @@ impl Exporter {
 
     /// A full config with this exporter's ports and the given sinks.
     pub fn config_text(&self, sinks: &str) -> String {
+        self.config_text_with_receivers("", sinks)
+    }
+
+    /// A full config with this exporter's ports, more `receivers:` settings (YAML lines
+    /// indented by two spaces, e.g. `"  acknowledgements: delivered\n"`) and the sinks.
+    pub fn config_text_with_receivers(&self, receivers: &str, sinks: &str) -> String {
         format!(
-            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'}}\n  http: {{endpoint: '127.0.0.1:{}'}}\ntelemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n{sinks}",
+            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'}}\n  http: {{endpoint: '127.0.0.1:{}'}}\n{receivers}telemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n{sinks}",
             self.grpc_port, self.http_port, self.telemetry_port
         )
     }

@@ -234,7 +234,7 @@ fn images_are_minimal_nonroot_and_labelled() {
     let exporter = exporter_image();
     let operator = operator_image();
     let children = rendered_file_sink(&exporter);
-    let deployment = serde_json::to_value(&children.deployment).unwrap();
+    let deployment = rendered_deployment(&children);
     let rendered_args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
 
     for (image, binary, title) in [
@@ -535,7 +535,7 @@ fn jsonl_under<'a>(dirs: impl Iterator<Item = &'a PathBuf>) -> Vec<Value> {
 fn the_rendered_deployment_runs_in_docker_and_its_probes_answer() {
     let image = exporter_image();
     let children = rendered_file_sink(&image);
-    let deployment = serde_json::to_value(&children.deployment).unwrap();
+    let deployment = rendered_deployment(&children);
     let config_map = serde_json::to_value(&children.config_map).unwrap();
     let template = &deployment["spec"]["template"];
     let dir = tempfile::tempdir().expect("temp dir");
@@ -607,7 +607,7 @@ type Mutation = fn(&mut Value);
 fn the_pod_translation_refuses_fields_it_cannot_translate() {
     // No Docker needed: the translation fails before it looks at the image.
     let children = rendered_file_sink("spansink-test/not-used:0");
-    let deployment = serde_json::to_value(&children.deployment).unwrap();
+    let deployment = rendered_deployment(&children);
     let config_map = serde_json::to_value(&children.config_map).unwrap();
     let cases: [(&str, Mutation); 4] = [
         ("spec.hostAliases", |t| {
@@ -642,5 +642,16 @@ fn the_pod_translation_refuses_fields_it_cannot_translate() {
             message.contains(field),
             "the failure names {field}: {message}"
         );
+    }
+}
+
+/// The Deployment reconcile renders, as JSON (the examples use an emptyDir queue volume).
+fn rendered_deployment(children: &spansink_operator::reconcile::Children) -> serde_json::Value {
+    match &children.workload {
+        spansink_operator::reconcile::Workload::Deployment(d) => serde_json::to_value(d).unwrap(),
+        other => panic!(
+            "expected a Deployment, reconcile rendered a {}",
+            other.kind().as_str()
+        ),
     }
 }

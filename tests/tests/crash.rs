@@ -1,6 +1,7 @@
 //! The durable queue's promise, on the real binary: `kill -9` the exporter at random
 //! moments while a client sends, restart it each time, and check at the end that every
-//! span the exporter acknowledged reached the backend. Its own test binary: it takes a
+//! span the exporter acknowledged reached the backend. The exporter runs with
+//! `receivers.acknowledgements: persisted`: an answer means "fsynced in the queue". Its own test binary: it takes a
 //! while (a million spans, a dozen crashes).
 
 use std::collections::BTreeSet;
@@ -14,6 +15,9 @@ use spansink_exporter::bench::workload::Workload;
 use spansink_tests::{Exporter, rejected_spans, wait_for};
 
 const SPANS_PER_REQUEST: usize = 500;
+
+/// Every answer in these tests waits for the durable queue's fsync.
+const PERSISTED: &str = "  acknowledgements: persisted\n";
 
 fn request(seed: u64) -> ExportTraceServiceRequest {
     Workload {
@@ -150,9 +154,11 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The durable queue's own `fsync` policy is `interval`: with `persisted` each request is
+/// fsynced before its answer anyway.
 fn file_sink_with_durable_queue(exporter: &Exporter, extra_receivers: &str) -> String {
     format!(
-        "receivers:\n  grpc: {{endpoint: '127.0.0.1:{grpc}'}}\n  http: {{endpoint: '127.0.0.1:{http}'}}\n{extra_receivers}telemetry:\n  endpoint: '127.0.0.1:{telemetry}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n  main:\n    file:\n      path: ./out/spans.jsonl\n      fsync: true\n      rotation: {{max_size: 1GiB, max_files: 1000}}\n    queue:\n      max_spans: 20000\n      durable: {{path: ./queue/main, fsync: batch}}\n    batch: {{max_spans: 5000, flush_interval: 100ms}}\n",
+        "receivers:\n  grpc: {{endpoint: '127.0.0.1:{grpc}'}}\n  http: {{endpoint: '127.0.0.1:{http}'}}\n{extra_receivers}telemetry:\n  endpoint: '127.0.0.1:{telemetry}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n  main:\n    file:\n      path: ./out/spans.jsonl\n      fsync: true\n      rotation: {{max_size: 1GiB, max_files: 1000}}\n    queue:\n      max_spans: 20000\n      durable: {{path: ./queue/main, fsync: interval}}\n    batch: {{max_spans: 5000, flush_interval: 100ms}}\n",
         grpc = exporter.grpc_port,
         http = exporter.http_port,
         telemetry = exporter.telemetry_port,
@@ -161,7 +167,7 @@ fn file_sink_with_durable_queue(exporter: &Exporter, extra_receivers: &str) -> S
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_span() {
-    let mut exporter = Exporter::start_with(|e| file_sink_with_durable_queue(e, ""));
+    let mut exporter = Exporter::start_with(|e| file_sink_with_durable_queue(e, PERSISTED));
     let endpoint = exporter.grpc_endpoint();
     let requests = 1_000_000 / SPANS_PER_REQUEST as u64;
     let done = AtomicBool::new(false);
@@ -204,7 +210,7 @@ fn a_backend_down_across_restarts_loses_nothing_acknowledged() {
     let backend_endpoint = backend.grpc_endpoint();
     let mut front = Exporter::start_with(|e| {
         format!(
-            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'}}\n  http: {{endpoint: '127.0.0.1:{}'}}\ntelemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 5s\nsinks:\n  main:\n    otlp: {{endpoint: '{backend_endpoint}'}}\n    retry: {{max_attempts: 1000, initial_backoff: 50ms, max_backoff: 200ms, max_elapsed: 10m}}\n    queue:\n      max_spans: 5000\n      durable: {{path: ./queue/main, fsync: batch}}\n    batch: {{max_spans: 2000, flush_interval: 100ms}}\n",
+            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'}}\n  http: {{endpoint: '127.0.0.1:{}'}}\n{PERSISTED}telemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 5s\nsinks:\n  main:\n    otlp: {{endpoint: '{backend_endpoint}'}}\n    retry: {{max_attempts: 1000, initial_backoff: 50ms, max_backoff: 200ms, max_elapsed: 10m}}\n    queue:\n      max_spans: 5000\n      durable: {{path: ./queue/main, fsync: batch}}\n    batch: {{max_spans: 2000, flush_interval: 100ms}}\n",
             e.grpc_port, e.http_port, e.telemetry_port
         )
     });

@@ -12,6 +12,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use spansink_config::BatchConfig;
 use tokio::time::Instant;
 
+use super::acknowledgement::Completion;
 use super::queue::{EntryId, QueueEntry, SpanQueue};
 use crate::otlp::{Batch, TraceData, WireError};
 
@@ -20,9 +21,18 @@ use crate::otlp::{Batch, TraceData, WireError};
 pub struct ReadyBatch {
     pub batch: Batch,
     acks: Vec<Ack>,
+    /// Completions of waiting clients, by the index of their part in `batch` (in part
+    /// order; empty unless `acknowledgements: delivered`).
+    completions: Vec<(usize, Completion)>,
 }
 
 impl ReadyBatch {
+    /// The waiting clients' completions, by part index, for the worker to resolve once
+    /// the batch's entries are committed (or to hand to the fallback with the parts).
+    pub fn take_completions(&mut self) -> Vec<(usize, Completion)> {
+        std::mem::take(&mut self.completions)
+    }
+
     /// The ids of the queue entries that are now fully done and can be committed: every
     /// whole entry in this batch, and a split entry once its last piece is done.
     pub fn finished_entries(self) -> Vec<EntryId> {
@@ -56,6 +66,7 @@ struct SplitEntry {
 struct Part {
     data: TraceData,
     ack: Ack,
+    completion: Option<Completion>,
 }
 
 /// Forms batches from one queue. Owned by the sink's worker.
@@ -93,6 +104,7 @@ impl Batcher {
         let mut out = ReadyBatch {
             batch: Batch::new(),
             acks: Vec::new(),
+            completions: Vec::new(),
         };
         let mut flush_at = None;
         loop {
@@ -100,6 +112,9 @@ impl Batcher {
                 if !out.batch.is_empty() && !self.fits(&out.batch, &part.data) {
                     self.ready.push_front(part);
                     return Some(out);
+                }
+                if let Some(completion) = part.completion {
+                    out.completions.push((out.batch.parts().len(), completion));
                 }
                 out.batch.push(part.data);
                 out.acks.push(part.ack);
@@ -136,6 +151,7 @@ impl Batcher {
             self.ready.push_back(Part {
                 data: entry.data,
                 ack: Ack::Whole(entry.id),
+                completion: entry.completion,
             });
             return;
         }
@@ -145,9 +161,16 @@ impl Batcher {
                     id: entry.id,
                     pieces_left: AtomicUsize::new(pieces.len()),
                 });
+                // Each piece resolves its own share of the waiting client's completion.
+                let mut completions = entry
+                    .completion
+                    .map(|c| c.split(pieces.len()))
+                    .unwrap_or_default()
+                    .into_iter();
                 self.ready.extend(pieces.into_iter().map(|data| Part {
                     data,
                     ack: Ack::Piece(shared.clone()),
+                    completion: completions.next(),
                 }));
             }
             Err(e) => {
@@ -158,6 +181,7 @@ impl Batcher {
                 self.ready.push_back(Part {
                     data: entry.data,
                     ack: Ack::Whole(entry.id),
+                    completion: entry.completion,
                 });
             }
         }

@@ -18,7 +18,7 @@ use super::fallback::Fallback;
 use super::fanout::{FanOut, SinkInput};
 use super::filter::SpanFilter;
 use super::monitor::Monitor;
-use super::queue::{self, RETRY_AFTER, SpanQueue};
+use super::queue::{self, RETRY_AFTER};
 use super::rate_limit::RateLimit;
 use super::retry::Retry;
 use super::runtime::{Cause, Deadline, Ended, Parts, SinkRuntime};
@@ -82,10 +82,11 @@ pub(crate) struct Replaced {
 }
 
 /// Wraps `backend` in its policies: the one place the layer order is decided. From the
-/// worker inwards: fallback -> retry -> rate limit -> monitor -> timeout -> backend.
+/// worker inwards: (fallback) -> retry -> rate limit -> monitor -> timeout -> backend.
 ///
-/// - fallback outermost: it acts on the final failure, after retries gave up (or at once
-///   for a permanent error, which retry passes straight up);
+/// - fallback outermost, run by the worker with the stack's final result: it acts on the
+///   final failure, after retries gave up (or at once for a permanent error, which retry
+///   passes straight up), and hands the batch on with its waiting clients' completions;
 /// - retry outside the rate limit: every attempt, retries included, takes tokens, so a
 ///   recovering backend is not hit above its rate;
 /// - the rate limit outside the timeout: the timeout bounds the backend call, not the
@@ -98,7 +99,6 @@ fn policy_stack(
     name: &str,
     config: &SinkConfig,
     backend: SharedSink,
-    fallback: Option<(&str, Arc<dyn SpanQueue>)>,
     metrics: &Metrics,
 ) -> SharedSink {
     let mut stack: SharedSink = Arc::new(Timeout::new(backend, name, config.timeout.get()));
@@ -109,9 +109,6 @@ fn policy_stack(
     }
     if config.retry.enabled {
         stack = Arc::new(Retry::new(stack, name, &config.retry, metrics));
-    }
-    if let Some((target, queue)) = fallback {
-        stack = Arc::new(Fallback::new(stack, name, target, queue, metrics));
     }
     stack
 }
@@ -194,18 +191,20 @@ impl Chain {
                 message: e.to_string(),
             })?;
             let backend = make_sink(name, sink)?;
-            let fallback_queue = target
+            let fallback = target
                 .as_ref()
                 .zip(sink.fallback.as_deref())
-                .map(|(t, target_name)| (target_name, t.queue().clone()));
-            let stack = policy_stack(name, sink, backend, fallback_queue, metrics);
+                .map(|(t, target_name)| {
+                    Fallback::new(name, target_name, t.queue().clone(), metrics)
+                });
+            let stack = policy_stack(name, sink, backend, metrics);
             let worker = Worker::new(
                 name,
                 queue.clone(),
                 &sink.batch,
                 stack.clone(),
                 sink.rate_limit.max_concurrent_exports,
-                sink.fallback.as_deref(),
+                fallback,
                 metrics,
             );
             let parts = Parts {
@@ -228,9 +227,13 @@ impl Chain {
                 queue: runtime.queue().clone(),
             })
             .collect();
+        let receivers = &config.receivers;
         Ok(Chain {
             id,
-            fanout: FanOut::new(inputs, metrics),
+            fanout: FanOut::new(inputs, metrics).acknowledging(
+                receivers.acknowledgements,
+                receivers.acknowledgement_timeout.get(),
+            ),
             sinks,
             started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -244,7 +247,7 @@ impl Chain {
     fn passable(&self, config: &ExporterConfig) -> BTreeMap<String, Arc<SinkRuntime>> {
         let mut kept: BTreeMap<String, Arc<SinkRuntime>> = self
             .owned()
-            .filter(|r| config.sinks.get(r.name()) == Some(r.config()))
+            .filter(|r| config.sinks.get(r.name()).map(|c| &**c) == Some(r.config()))
             .map(|r| (r.name().to_string(), r.clone()))
             .collect();
         loop {

@@ -1,24 +1,25 @@
 //! Hands a batch the sink finally failed to deliver to another sink's queue, where that
-//! sink's own chain (batching, retries, ...) takes over. Not retries: this sits above them.
+//! sink's own chain (batching, retries, ...) takes over. Not retries: the worker calls it
+//! with the outcome of the whole policy stack, after retries gave up (or at once for a
+//! permanent error).
 //!
-//! The result is passed through unchanged: `Err` still means "this sink did not deliver
-//! it" (the worker counts `sink_failed_spans`). What became of the spans is counted here:
-//! `sink_fallback_spans` for what the fallback's queue took, and
-//! `sink_dropped_spans{reason="fallback_refused"}` for what it refused.
+//! The failure still counts as the sink's (the worker counts `sink_failed_spans`). What
+//! became of the spans is counted here: `sink_fallback_spans` for what the fallback's
+//! queue took, and `sink_dropped_spans{reason="fallback_refused"}` for what it refused.
+//! With `acknowledgements: delivered` each part goes on with its waiting client's
+//! completion, so the client is answered once the fallback sink delivered it.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-
+use super::acknowledgement::{AckRequest, Completion};
 use super::queue::SpanQueue;
 use crate::otlp::Batch;
-use crate::sinks::{SharedSink, Sink, SinkError};
+use crate::sinks::SinkError;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{FallbackLabels, SinkReasonLabels};
 
-/// On failure of the inner sink, pushes the batch into `target`'s queue.
+/// Where sink `sink`'s failed batches go: `fallback`'s queue.
 pub struct Fallback {
-    inner: SharedSink,
     sink: String,
     fallback: String,
     target: Arc<dyn SpanQueue>,
@@ -26,15 +27,8 @@ pub struct Fallback {
 }
 
 impl Fallback {
-    pub fn new(
-        inner: SharedSink,
-        sink: &str,
-        fallback: &str,
-        target: Arc<dyn SpanQueue>,
-        metrics: &Metrics,
-    ) -> Self {
+    pub fn new(sink: &str, fallback: &str, target: Arc<dyn SpanQueue>, metrics: &Metrics) -> Self {
         Self {
-            inner,
             sink: sink.to_string(),
             fallback: fallback.to_string(),
             target,
@@ -42,11 +36,31 @@ impl Fallback {
         }
     }
 
-    async fn hand_over(&self, batch: &Batch, error: &SinkError) {
+    /// The fallback sink's name.
+    pub fn name(&self) -> &str {
+        &self.fallback
+    }
+
+    /// Pushes the parts of `batch`, which failed with `error`, into the fallback's
+    /// queue, each with its completion (`completions` by part index, in order). A part
+    /// the queue refuses is lost, and so is its completion (the client hears it).
+    pub async fn hand_over(
+        &self,
+        batch: &Batch,
+        completions: Vec<(usize, Completion)>,
+        error: &SinkError,
+    ) {
         let (mut handed, mut refused, mut refusal) = (0, 0, None);
+        let mut completions = completions.into_iter().peekable();
         // Part by part, as they arrived: each is a valid request on its own.
-        for part in batch.parts() {
-            match self.target.push(part.clone()).await {
+        for (i, part) in batch.parts().iter().enumerate() {
+            let ack = match completions.next_if(|(at, _)| *at == i) {
+                Some((_, completion)) => {
+                    AckRequest::Delivered(completion.handed_to(&self.fallback))
+                }
+                None => AckRequest::Received,
+            };
+            match self.target.push_acked(part.clone(), ack).await {
                 Ok(()) => handed += part.span_count(),
                 Err(e) => {
                     refused += part.span_count();
@@ -78,30 +92,14 @@ impl Fallback {
     }
 }
 
-#[async_trait]
-impl Sink for Fallback {
-    async fn export(&self, batch: &Batch) -> Result<(), SinkError> {
-        let result = self.inner.export(batch).await;
-        if let Err(error) = &result {
-            self.hand_over(batch, error).await;
-        }
-        result
-    }
-
-    async fn shutdown(&self) -> Result<(), SinkError> {
-        // Only the sink this wraps: the fallback sink is shut down by its own chain.
-        self.inner.shutdown().await
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use spansink_config::{QueueConfig, RetryConfig, WhenFull};
+    use spansink_config::{QueueConfig, WhenFull};
 
     use super::*;
+    use crate::chain::acknowledgement::{Tracker, Undelivered};
     use crate::chain::queue::MemoryQueue;
-    use crate::chain::retry::Retry;
-    use crate::chain::test_sinks::{TestSink, trace_data};
+    use crate::chain::test_sinks::trace_data;
 
     fn target(max_spans: u64, m: &Metrics) -> Arc<MemoryQueue> {
         let config = QueueConfig {
@@ -121,25 +119,20 @@ mod tests {
             .get()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_permanent_failure_goes_to_the_fallback_at_once_without_retries() {
-        let m = Metrics::for_tests();
-        let primary = Arc::new(TestSink::failing_permanently());
-        let retry = Arc::new(Retry::new(
-            primary.clone(),
-            "main",
-            &RetryConfig::default(),
-            &m,
-        ));
-        let dlq = target(100, &m);
-        let fallback = Fallback::new(retry, "main", "dlq", dlq.clone(), &m);
+    fn failure() -> SinkError {
+        SinkError::permanent("rejected", "test backend says no")
+    }
 
+    #[tokio::test(start_paused = true)]
+    async fn every_part_goes_to_the_fallback_queue_in_order() {
+        let m = Metrics::for_tests();
+        let dlq = target(100, &m);
+        let fallback = Fallback::new("main", "dlq", dlq.clone(), &m);
+        assert_eq!(fallback.name(), "dlq");
         let batch: Batch = [trace_data("a", 3), trace_data("b", 4)]
             .into_iter()
             .collect();
-        let err = fallback.export(&batch).await.unwrap_err();
-        assert!(!err.is_transient(), "the primary's error is passed through");
-        assert_eq!(primary.calls(), 1);
+        fallback.hand_over(&batch, Vec::new(), &failure()).await;
         assert_eq!(handed(&m), 7);
         dlq.close();
         assert_eq!(dlq.pop().await.unwrap().data, batch.parts()[0]);
@@ -148,38 +141,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn only_failed_batches_are_handed_over() {
+    async fn completions_travel_with_their_parts() {
         let m = Metrics::for_tests();
-        let primary = Arc::new(TestSink::failing_transiently(1)); // first call fails
         let dlq = target(100, &m);
-        let fallback = Fallback::new(primary.clone(), "main", "dlq", dlq.clone(), &m);
-        let failed: Batch = [trace_data("a", 2)].into_iter().collect();
-        let delivered: Batch = [trace_data("b", 5)].into_iter().collect();
-        assert!(fallback.export(&failed).await.is_err());
-        fallback.export(&delivered).await.unwrap();
-        assert_eq!(handed(&m), 2);
-        assert_eq!(primary.spans(), 5);
-        dlq.close();
-        assert_eq!(dlq.pop().await.unwrap().data, failed.parts()[0]);
-        assert!(dlq.pop().await.is_none());
+        let fallback = Fallback::new("main", "dlq", dlq.clone(), &m);
+        let tracker = Tracker::new();
+        let batch: Batch = [trace_data("a", 3), trace_data("b", 4)]
+            .into_iter()
+            .collect();
+        // Only the second part has a waiting client.
+        let completions = vec![(1, tracker.completion("main"))];
+        fallback.hand_over(&batch, completions, &failure()).await;
+        let first = dlq.pop().await.unwrap();
+        let second = dlq.pop().await.unwrap();
+        assert!(first.completion.is_none());
+        assert_eq!(second.data, batch.parts()[1]);
+        second.completion.unwrap().delivered();
+        assert_eq!(tracker.wait().await, Ok(()));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn what_the_fallback_refuses_is_counted_as_dropped() {
+    async fn what_the_fallback_refuses_is_counted_as_dropped_and_its_client_told() {
         let m = Metrics::for_tests();
         let dlq = target(5, &m);
-        let fallback = Fallback::new(
-            Arc::new(TestSink::failing_permanently()),
-            "main",
-            "dlq",
-            dlq,
-            &m,
-        );
+        let fallback = Fallback::new("main", "dlq", dlq, &m);
+        let tracker = Tracker::new();
         // 4 fit; then 3 do not (4 + 3 > 5) and are refused.
         let batch: Batch = [trace_data("a", 4), trace_data("b", 3)]
             .into_iter()
             .collect();
-        assert!(fallback.export(&batch).await.is_err());
+        let completions = vec![(1, tracker.completion("main"))];
+        fallback.hand_over(&batch, completions, &failure()).await;
         assert_eq!(handed(&m), 4);
         let dropped = m
             .sink_dropped_spans
@@ -189,5 +181,9 @@ mod tests {
             })
             .get();
         assert_eq!(dropped, 3);
+        assert_eq!(
+            tracker.wait().await,
+            Err(Undelivered::Lost { sink: "dlq".into() })
+        );
     }
 }

@@ -1,18 +1,24 @@
 //! Fan-out: every admitted request goes to each primary sink, through that sink's filter
-//! into its queue. Not delivery (the workers) nor the chain's lifecycle (`Chain`).
+//! into its queue; with `receivers.acknowledgements: persisted | delivered` the admission
+//! also waits for what the mode promises. Not delivery (the workers) nor the chain's
+//! lifecycle (`Chain`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::join_all;
-use spansink_config::OnFiltered;
+use prometheus_client::metrics::histogram::Histogram;
+use spansink_config::{AcknowledgementMode, OnFiltered};
+use tokio::time::Instant;
 
+use super::acknowledgement::{AckRequest, Tracker};
 use super::filter::{Filtered, SpanFilter};
-use super::queue::SpanQueue;
+use super::queue::{RETRY_AFTER, SpanQueue};
 use super::{Admission, Admit, Refusal};
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::SinkReasonLabels;
+use crate::telemetry::metrics::{AcknowledgementLabels, SinkReasonLabels};
 
 /// Where one sink takes spans in: its filter, if it has one, then its queue.
 pub struct SinkInput {
@@ -21,9 +27,14 @@ pub struct SinkInput {
     pub queue: Arc<dyn SpanQueue>,
 }
 
-/// The primary sinks' inputs.
+/// The primary sinks' inputs, and when a client is answered.
 pub struct FanOut {
     inputs: Vec<SinkInput>,
+    mode: AcknowledgementMode,
+    /// How long `delivered` waits for the sinks' commits.
+    timeout: Duration,
+    /// `receiver_acknowledgement_wait_seconds` of this mode (unused for `received`).
+    wait: Histogram,
     metrics: Metrics,
 }
 
@@ -34,16 +45,52 @@ struct Taken {
 }
 
 impl FanOut {
+    /// A fan-out answering as soon as the queues took a request (`received`).
     pub fn new(inputs: Vec<SinkInput>, metrics: &Metrics) -> Self {
         Self {
             inputs,
+            mode: AcknowledgementMode::Received,
+            timeout: Duration::MAX,
+            wait: Histogram::new(std::iter::empty()),
             metrics: metrics.clone(),
         }
     }
 
-    async fn admit_one(&self, input: &SinkInput, data: TraceData) -> Result<Taken, Refusal> {
+    /// Answers as `mode` says (`receivers.acknowledgements`); `delivered` waits at most
+    /// `timeout` for the sinks' commits.
+    pub fn acknowledging(mut self, mode: AcknowledgementMode, timeout: Duration) -> Self {
+        self.mode = mode;
+        self.timeout = timeout;
+        self.wait = self
+            .metrics
+            .receiver_acknowledgement_wait
+            .get_or_create(&AcknowledgementLabels {
+                mode: mode.as_str(),
+            })
+            .clone();
+        self
+    }
+
+    /// What sink `sink` is asked for its share of a request.
+    fn ack_for(&self, sink: &str, tracker: Option<&Tracker>) -> AckRequest {
+        match (self.mode, tracker) {
+            (AcknowledgementMode::Persisted, _) => AckRequest::Persisted,
+            (AcknowledgementMode::Delivered, Some(tracker)) => {
+                AckRequest::Delivered(tracker.completion(sink))
+            }
+            _ => AckRequest::Received,
+        }
+    }
+
+    async fn admit_one(
+        &self,
+        input: &SinkInput,
+        data: TraceData,
+        tracker: Option<&Tracker>,
+    ) -> Result<Taken, Refusal> {
         let Some(filter) = &input.filter else {
-            input.queue.push(data).await?;
+            let ack = self.ack_for(&input.sink, tracker);
+            input.queue.push_acked(data, ack).await?;
             return Ok(Taken { rejected: 0 });
         };
         let spans = data.span_count();
@@ -64,42 +111,24 @@ impl FanOut {
                 0
             }
         };
+        // A sink that takes none of the spans does not hold the answer.
         if let Some(kept) = kept {
-            input.queue.push(kept).await?;
+            let ack = self.ack_for(&input.sink, tracker);
+            input.queue.push_acked(kept, ack).await?;
         }
         Ok(Taken { rejected })
     }
 
-    fn dropped(&self, sink: &str, reason: &'static str, spans: usize) {
-        if spans > 0 {
-            self.metrics
-                .sink_dropped_spans
-                .get_or_create(&SinkReasonLabels {
-                    sink: sink.to_string(),
-                    reason,
-                })
-                .inc_by(spans as u64);
-        }
-    }
-}
-
-#[async_trait]
-impl Admit for FanOut {
-    /// Pushes the request into every primary sink's queue, all at once (so blocking
-    /// queues wait in parallel, not one after the other).
-    ///
-    /// If any sink refuses, the refusal is returned even though other sinks may have
-    /// taken the request: the client retries and those sinks get it again. Delivery is
-    /// at-least-once per sink; duplicates are the price of never losing a span silently.
-    ///
-    /// When filters reject spans, `rejected_spans` is the largest count among the sinks
-    /// (each sink decides on its own; the client learns at least that many spans were
-    /// not taken everywhere), and the message names every sink that rejected.
-    async fn admit(&self, data: TraceData) -> Result<Admission, Refusal> {
+    /// Pushes `data` to every sink (see `admit`), each with what the mode asks of it.
+    async fn push_everywhere(
+        &self,
+        data: TraceData,
+        tracker: Option<&Tracker>,
+    ) -> Result<Admission, Refusal> {
         let results = join_all(
             self.inputs
                 .iter()
-                .map(|input| self.admit_one(input, data.clone())),
+                .map(|input| self.admit_one(input, data.clone(), tracker)),
         )
         .await;
         let mut admission = Admission::default();
@@ -118,6 +147,70 @@ impl Admit for FanOut {
             admission.message = Some(messages.join("; "));
         }
         Ok(admission)
+    }
+
+    /// `delivered`: pushes, then waits until every sink that took spans committed them.
+    async fn admit_delivered(&self, data: TraceData) -> Result<Admission, Refusal> {
+        let spans = data.span_count();
+        let tracker = Tracker::new();
+        let admission = self.push_everywhere(data, Some(&tracker)).await?;
+        match tokio::time::timeout(self.timeout, tracker.wait()).await {
+            Ok(Ok(())) => Ok(admission),
+            Ok(Err(undelivered)) => Err(Refusal::undelivered(undelivered, RETRY_AFTER)),
+            Err(_) => {
+                tracing::debug!(
+                    spans,
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "acknowledgement timeout: the client is told to retry; the spans stay queued"
+                );
+                Err(Refusal::AcknowledgementTimeout {
+                    timeout: self.timeout,
+                    retry_after: RETRY_AFTER,
+                })
+            }
+        }
+    }
+
+    fn dropped(&self, sink: &str, reason: &'static str, spans: usize) {
+        if spans > 0 {
+            self.metrics
+                .sink_dropped_spans
+                .get_or_create(&SinkReasonLabels {
+                    sink: sink.to_string(),
+                    reason,
+                })
+                .inc_by(spans as u64);
+        }
+    }
+}
+
+#[async_trait]
+impl Admit for FanOut {
+    /// Pushes the request into every primary sink's queue, all at once (so blocking
+    /// queues wait in parallel, not one after the other), then waits for what
+    /// `receivers.acknowledgements` promises: nothing more (`received`), the durable
+    /// queues' fsync (`persisted`), or every sink's commit (`delivered`, within the
+    /// timeout). A sink whose filter leaves out all of the request's spans is not waited
+    /// for.
+    ///
+    /// If any sink refuses, the refusal is returned even though other sinks may have
+    /// taken the request: the client retries and those sinks get it again. Delivery is
+    /// at-least-once per sink; duplicates are the price of never losing a span silently.
+    ///
+    /// When filters reject spans, `rejected_spans` is the largest count among the sinks
+    /// (each sink decides on its own; the client learns at least that many spans were
+    /// not taken everywhere), and the message names every sink that rejected.
+    async fn admit(&self, data: TraceData) -> Result<Admission, Refusal> {
+        if self.mode == AcknowledgementMode::Received {
+            return self.push_everywhere(data, None).await;
+        }
+        let started = Instant::now();
+        let answer = match self.mode {
+            AcknowledgementMode::Delivered => self.admit_delivered(data).await,
+            _ => self.push_everywhere(data, None).await,
+        };
+        self.wait.observe(started.elapsed().as_secs_f64());
+        answer
     }
 }
 

@@ -6,6 +6,7 @@
 //! The chain the receivers admit into is [`LiveChain`]; a reload swaps the generation
 //! underneath it, keeping the sinks that did not change.
 
+pub mod acknowledgement;
 pub mod assemble;
 pub mod batch;
 pub mod builder;
@@ -23,6 +24,7 @@ pub(crate) mod test_sinks;
 pub mod timeout;
 pub mod worker;
 
+pub use acknowledgement::{AckRequest, Completion, Tracker, Undelivered};
 pub use assemble::{ChainFactory, SinkChains, assemble, build_chain};
 pub use batch::{Batcher, ReadyBatch};
 pub use builder::{Chain, DrainReport};
@@ -62,8 +64,10 @@ pub struct Admission {
     pub message: Option<String>,
 }
 
-/// The request was not taken; nothing of it was kept by the sink that refused it. The
-/// client should retry after `retry_after`.
+/// The request did not succeed. Either it was not taken (nothing of it was kept by the
+/// sink that refused it; the client should retry after `retry_after`), or, with
+/// `receivers.acknowledgements: delivered`, it was taken but not delivered in time or at
+/// all (the variants say whether a retry can help).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// A queue with `when_full: reject` is full (gRPC RESOURCE_EXHAUSTED, HTTP 429).
@@ -84,15 +88,73 @@ pub enum Refusal {
         message: String,
         retry_after: Duration,
     },
+    /// `delivered`: a sink still failed after its retries, or dropped the spans before
+    /// delivering them (gRPC UNAVAILABLE, HTTP 503).
+    #[error("sink {sink:?} did not deliver the spans: {message}; retry later")]
+    NotDelivered {
+        sink: String,
+        message: String,
+        retry_after: Duration,
+    },
+    /// `delivered`: a sink's backend refused the spans for good (gRPC INVALID_ARGUMENT,
+    /// HTTP 400). Sending the same spans again will not help.
+    #[error("sink {sink:?} rejected the spans: {message}")]
+    Rejected { sink: String, message: String },
+    /// `delivered`: not every sink committed within `receivers.acknowledgement_timeout`
+    /// (gRPC UNAVAILABLE, HTTP 503). The spans stay queued and are still delivered.
+    #[error(
+        "spans not delivered by every sink within {} ms (receivers.acknowledgement_timeout); \
+         they stay queued and will still be delivered, so a retry may deliver them twice",
+        timeout.as_millis()
+    )]
+    AcknowledgementTimeout {
+        timeout: Duration,
+        retry_after: Duration,
+    },
 }
 
 impl Refusal {
-    pub fn retry_after(&self) -> Duration {
+    /// How long the client should wait before retrying; `None` when retrying cannot help.
+    pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::QueueFull { retry_after, .. }
             | Self::Backpressure { retry_after, .. }
             | Self::ShuttingDown { retry_after }
-            | Self::Storage { retry_after, .. } => *retry_after,
+            | Self::Storage { retry_after, .. }
+            | Self::NotDelivered { retry_after, .. }
+            | Self::AcknowledgementTimeout { retry_after, .. } => Some(*retry_after),
+            Self::Rejected { .. } => None,
+        }
+    }
+
+    /// Whether the exporter lacked room or time to take the request (as opposed to a
+    /// sink failing to deliver it).
+    pub fn is_capacity(&self) -> bool {
+        matches!(
+            self,
+            Self::QueueFull { .. }
+                | Self::Backpressure { .. }
+                | Self::ShuttingDown { .. }
+                | Self::Storage { .. }
+        )
+    }
+
+    /// The refusal a client gets for spans a sink did not deliver.
+    pub fn undelivered(undelivered: Undelivered, retry_after: Duration) -> Self {
+        match undelivered {
+            Undelivered::Permanent { sink, message } => Self::Rejected { sink, message },
+            Undelivered::Transient { sink, message } => Self::NotDelivered {
+                sink,
+                message,
+                retry_after,
+            },
+            Undelivered::Lost { sink } => Self::NotDelivered {
+                sink,
+                message: "dropped before delivery (evicted from a full queue, refused by the \
+                          fallback's queue, or given up at shutdown)"
+                    .into(),
+                retry_after,
+            },
         }
     }
 
@@ -103,6 +165,9 @@ impl Refusal {
             Self::Backpressure { .. } => "backpressure",
             Self::ShuttingDown { .. } => "shutting_down",
             Self::Storage { .. } => "queue_storage",
+            Self::NotDelivered { .. } => "not_delivered",
+            Self::Rejected { .. } => "rejected_by_sink",
+            Self::AcknowledgementTimeout { .. } => "acknowledgement_timeout",
         }
     }
 }

@@ -10,6 +10,10 @@
 //!
 //! So `failed = fallback + dropped{no_fallback} + dropped{fallback_refused}`, and every
 //! received span ends as sent, fallback or dropped (or is still pending).
+//!
+//! With `acknowledgements: delivered`, once a batch's entries are committed the worker
+//! resolves its waiting clients' completions: delivered, failed with the sink's error, or
+//! handed to the fallback with the parts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::batch::{Batcher, ReadyBatch};
+use super::fallback::Fallback;
 use super::queue::SpanQueue;
 use crate::sinks::SharedSink;
 use crate::telemetry::Metrics;
@@ -40,21 +45,21 @@ struct Exporter {
     sink: String,
     queue: Arc<dyn SpanQueue>,
     stack: SharedSink,
-    fallback: Option<String>,
+    fallback: Option<Fallback>,
     metrics: Metrics,
     sent: Arc<AtomicU64>,
 }
 
 impl Worker {
-    /// `stack` is the sink wrapped in its policies; `fallback` names the sink the stack's
-    /// fallback layer hands failed batches to, if it has one.
+    /// `stack` is the sink wrapped in its policies; `fallback` takes the batches the
+    /// stack finally failed to deliver, if the sink has one.
     pub fn new(
         sink: &str,
         queue: Arc<dyn SpanQueue>,
         batch: &BatchConfig,
         stack: SharedSink,
         max_concurrent_exports: u32,
-        fallback: Option<&str>,
+        fallback: Option<Fallback>,
         metrics: &Metrics,
     ) -> Self {
         let slots = usize::try_from(max_concurrent_exports)
@@ -67,7 +72,7 @@ impl Worker {
                 sink: sink.to_string(),
                 queue,
                 stack,
-                fallback: fallback.map(str::to_string),
+                fallback,
                 metrics: metrics.clone(),
                 sent: Arc::new(AtomicU64::new(0)),
             }),
@@ -129,8 +134,9 @@ impl Worker {
 }
 
 impl Exporter {
-    async fn export(self: Arc<Self>, ready: ReadyBatch, _slot: OwnedSemaphorePermit) {
+    async fn export(self: Arc<Self>, mut ready: ReadyBatch, _slot: OwnedSemaphorePermit) {
         let spans = ready.batch.span_count();
+        let completions = ready.take_completions();
         let labels = self.metrics.sink(&self.sink);
         self.metrics
             .sink_batch_spans
@@ -145,7 +151,9 @@ impl Exporter {
             );
             self.stack.export(&ready.batch).await
         };
-        match result {
+        // The waiting clients' completions, unless handed to the fallback with the parts.
+        let mut completions = Some(completions);
+        match &result {
             Ok(()) => {
                 self.sent.fetch_add(spans as u64, Ordering::Relaxed);
                 self.metrics
@@ -157,8 +165,10 @@ impl Exporter {
                 self.count(&self.metrics.sink_failed_spans, error.reason(), spans);
                 match &self.fallback {
                     Some(fallback) => {
-                        tracing::warn!(sink = %self.sink, spans, fallback = %fallback,
-                        error = %error, "export failed; batch offered to the fallback sink")
+                        tracing::warn!(sink = %self.sink, spans, fallback = %fallback.name(),
+                            error = %error, "export failed; batch offered to the fallback sink");
+                        let completions = completions.take().unwrap_or_default();
+                        fallback.hand_over(&ready.batch, completions, error).await;
                     }
                     None => {
                         self.count(&self.metrics.sink_dropped_spans, "no_fallback", spans);
@@ -171,6 +181,13 @@ impl Exporter {
         // Delivered, handed on or given up: the queue may forget these entries now.
         for id in ready.finished_entries() {
             self.queue.commit(id).await;
+        }
+        // Committed: now the waiting clients may hear how it went.
+        for (_, completion) in completions.into_iter().flatten() {
+            match &result {
+                Ok(()) => completion.delivered(),
+                Err(error) => completion.failed(&self.sink, error),
+            }
         }
     }
 
@@ -320,10 +337,74 @@ mod tests {
         q.push(trace_data("a", 7)).await.unwrap();
         q.close();
         let sink = Arc::new(TestSink::failing_permanently());
-        let worker = Worker::new("s", q.clone(), &batches_of(100), sink, 1, Some("dlq"), &m);
+        let dlq = queue(&m);
+        let fallback = Fallback::new("s", "dlq", dlq.clone(), &m);
+        let worker = Worker::new(
+            "s",
+            q.clone(),
+            &batches_of(100),
+            sink,
+            1,
+            Some(fallback),
+            &m,
+        );
         worker.run().await;
         assert_eq!(counter(&m.sink_failed_spans, "rejected"), 7);
         assert_eq!(counter(&m.sink_dropped_spans, "no_fallback"), 0);
+        assert_eq!(dlq.pending_spans(), 7, "handed to the fallback's queue");
+        assert_eq!(q.pending_spans(), 0, "and committed here");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn completions_are_resolved_after_the_commit_with_the_outcome() {
+        use crate::chain::acknowledgement::{AckRequest, Tracker, Undelivered};
+
+        let m = Metrics::for_tests();
+        let q = queue(&m);
+        let (ok, failing) = (Tracker::new(), Tracker::new());
+        q.push_acked(
+            trace_data("a", 2),
+            AckRequest::Delivered(ok.completion("s")),
+        )
+        .await
+        .unwrap();
+        q.close();
+        Worker::new(
+            "s",
+            q.clone(),
+            &batches_of(100),
+            Arc::new(TestSink::recording()),
+            1,
+            None,
+            &m,
+        )
+        .run()
+        .await;
+        assert_eq!(ok.wait().await, Ok(()));
+
+        let q = queue(&m);
+        q.push_acked(
+            trace_data("a", 2),
+            AckRequest::Delivered(failing.completion("s")),
+        )
+        .await
+        .unwrap();
+        q.close();
+        Worker::new(
+            "s",
+            q.clone(),
+            &batches_of(100),
+            Arc::new(TestSink::failing_permanently()),
+            1,
+            None,
+            &m,
+        )
+        .run()
+        .await;
+        match failing.wait().await {
+            Err(Undelivered::Permanent { sink, .. }) => assert_eq!(sink, "s"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -40,7 +40,9 @@ pub(crate) enum Rejection {
     /// A content type or content encoding this receiver does not speak.
     #[error("{0}")]
     Unsupported(String),
-    /// The chain cannot take the request now; the client should retry later.
+    /// The chain cannot take the request now (the client should retry later), or, with
+    /// `acknowledgements: delivered`, a sink did not deliver it (the variant says whether
+    /// a retry can help).
     #[error(transparent)]
     Refused(Refusal),
 }
@@ -57,9 +59,16 @@ impl Rejection {
         }
     }
 
-    /// Whether the client did something wrong (as opposed to the exporter being full).
-    pub(crate) fn is_client_error(&self) -> bool {
-        !matches!(self, Rejection::Refused(_))
+    /// Whether the exporter lacked room or time for the request (as opposed to the
+    /// client sending something wrong, or a sink failing to deliver it, which the sink
+    /// logs itself).
+    pub(crate) fn is_capacity(&self) -> bool {
+        match self {
+            Rejection::Refused(refusal) => {
+                refusal.is_capacity() || matches!(refusal, Refusal::AcknowledgementTimeout { .. })
+            }
+            _ => false,
+        }
     }
 
     /// The gRPC status. OTLP: RESOURCE_EXHAUSTED is retryable only when it carries
@@ -78,12 +87,22 @@ impl Rejection {
             Rejection::Refused(refusal) => {
                 let code = match refusal {
                     Refusal::QueueFull { .. } => Code::ResourceExhausted,
+                    // Permanent: the status the receiver uses for requests it refuses
+                    // for good.
+                    Refusal::Rejected { .. } => Code::InvalidArgument,
                     Refusal::Backpressure { .. }
                     | Refusal::ShuttingDown { .. }
-                    | Refusal::Storage { .. } => Code::Unavailable,
+                    | Refusal::Storage { .. }
+                    | Refusal::NotDelivered { .. }
+                    | Refusal::AcknowledgementTimeout { .. } => Code::Unavailable,
                 };
-                let details = rpc_status_with_retry_info(code, &message, refusal.retry_after());
-                tonic::Status::with_details(code, message, details)
+                match refusal.retry_after() {
+                    Some(retry_after) => {
+                        let details = rpc_status_with_retry_info(code, &message, retry_after);
+                        tonic::Status::with_details(code, message, details)
+                    }
+                    None => tonic::Status::new(code, message),
+                }
             }
         }
     }
@@ -97,6 +116,7 @@ impl Rejection {
             }
             Rejection::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::Refused(Refusal::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::Refused(Refusal::Rejected { .. }) => StatusCode::BAD_REQUEST,
             Rejection::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -120,8 +140,10 @@ impl Rejection {
             .into_bytes(),
         };
         let mut response = (self.http_status(), format.content_type(), body).into_response();
-        if let Rejection::Refused(refusal) = self {
-            let seconds = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+        if let Rejection::Refused(refusal) = self
+            && let Some(retry_after) = refusal.retry_after()
+        {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -296,6 +318,52 @@ mod tests {
         let too_large = Rejection::TooLarge { limit: 10 }.grpc_status();
         assert_eq!(too_large.code(), Code::ResourceExhausted);
         assert!(too_large.details().is_empty());
+    }
+
+    #[test]
+    fn delivery_failures_answer_retryable_or_permanent() {
+        let not_delivered = Rejection::Refused(Refusal::NotDelivered {
+            sink: "main".into(),
+            message: "connection refused".into(),
+            retry_after: Duration::from_secs(1),
+        });
+        assert_eq!(not_delivered.grpc_status().code(), Code::Unavailable);
+        assert!(!not_delivered.grpc_status().details().is_empty());
+        assert_eq!(not_delivered.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        let timeout = Rejection::Refused(Refusal::AcknowledgementTimeout {
+            timeout: Duration::from_secs(8),
+            retry_after: Duration::from_secs(1),
+        });
+        assert_eq!(timeout.grpc_status().code(), Code::Unavailable);
+        assert_eq!(timeout.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(timeout.to_string().contains("8000 ms"), "{timeout}");
+        assert!(timeout.is_capacity());
+
+        let rejected = Rejection::Refused(Refusal::Rejected {
+            sink: "main".into(),
+            message: "schema mismatch".into(),
+        });
+        let status = rejected.grpc_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.details().is_empty(),
+            "no RetryInfo: retrying cannot help"
+        );
+        assert!(
+            status.message().contains("\"main\""),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("schema mismatch"),
+            "{}",
+            status.message()
+        );
+        let response = rejected.http_response(BodyFormat::Json);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert!(!rejected.is_capacity());
     }
 
     #[test]

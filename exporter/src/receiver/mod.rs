@@ -6,7 +6,8 @@
 //! request by outcome: `ok`, `partial` (a filter rejected some spans), `malformed`,
 //! `too_large` (over `max_request_size` on the wire), `decompression` (corrupt, or inflating
 //! beyond `max_decompressed_size`), `unsupported_media_type`, `queue_full`, `backpressure`,
-//! `shutting_down`. `accepted_spans` counts spans taken; `refused_spans{reason}` spans whose
+//! `shutting_down`, `queue_storage`, and with `acknowledgements: delivered`
+//! `not_delivered`, `rejected_by_sink`, `acknowledgement_timeout`. `accepted_spans` counts spans taken; `refused_spans{reason}` spans whose
 //! count is known when refused (`filtered` for partial success, or the chain's refusal).
 
 mod answer;
@@ -168,14 +169,14 @@ impl Intake {
         if let Some(spans) = spans {
             self.count_refused_spans(reason, spans);
         }
-        if !rejection.is_client_error() && self.capacity_warning_due() {
+        if rejection.is_capacity() && self.capacity_warning_due() {
             tracing::warn!(
                 protocol = %self.protocol,
                 reason,
                 spans,
                 error = %rejection,
-                "refusing export requests: the chain is full (clients were told to retry; \
-                 further refusals are logged at debug for {}s)",
+                "refusing export requests: the chain is full or too slow to acknowledge \
+                 (clients were told to retry; further refusals are logged at debug for {}s)",
                 CAPACITY_WARNING_INTERVAL.as_secs()
             );
         } else {

@@ -39,6 +39,12 @@ pub struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcknowledgementLabels {
+    /// `receivers.acknowledgements`: `persisted` or `delivered`.
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
 }
@@ -86,6 +92,7 @@ pub struct Metrics {
     pub receiver_accepted_spans: Family<ProtocolLabels, Counter>,
     pub receiver_refused_spans: Family<RefusedLabels, Counter>,
     pub receiver_requests: Family<RefusedLabels, Counter>,
+    pub receiver_acknowledgement_wait: Family<AcknowledgementLabels, Histogram>,
 
     pub sink_received_spans: Family<SinkLabels, Counter>,
     pub sink_sent_spans: Family<SinkLabels, Counter>,
@@ -142,6 +149,7 @@ impl Metrics {
             receiver_accepted_spans: Family::default(),
             receiver_refused_spans: Family::default(),
             receiver_requests: Family::default(),
+            receiver_acknowledgement_wait: Family::new_with_constructor(export_duration_histogram),
             sink_received_spans: Family::default(),
             sink_sent_spans: Family::default(),
             sink_failed_spans: Family::default(),
@@ -179,8 +187,14 @@ impl Metrics {
         );
         r.register(
             "receiver_requests",
-            "OTLP export requests, by protocol and outcome (`ok`, `partial`, or a refusal reason)",
+            "OTLP export requests, by protocol and outcome (`ok`, `partial`, or a refusal reason such as `queue_full`, `not_delivered`, `rejected_by_sink`, `acknowledgement_timeout`)",
             m.receiver_requests.clone(),
+        );
+        r.register_with_unit(
+            "receiver_acknowledgement_wait",
+            "Time from a request's arrival at the chain to its answer with `receivers.acknowledgements` persisted or delivered (queue admission, fsync, delivery; timeouts and failures included), by mode",
+            Unit::Seconds,
+            m.receiver_acknowledgement_wait.clone(),
         );
         r.register(
             "sink_received_spans",

@@ -10,8 +10,9 @@ use spansink_config::{QueueConfig, WhenFull};
 use tokio::sync::Notify;
 
 use super::wait_for_room::WaitForRoom;
-use super::{EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, SpanQueue};
+use super::{Arrival, EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, SpanQueue};
 use crate::chain::Refusal;
+use crate::chain::acknowledgement::AckRequest;
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
 
@@ -52,12 +53,17 @@ impl State {
             || (self.spans + spans <= max_spans && self.bytes + bytes <= max_bytes)
     }
 
-    fn insert(&mut self, data: TraceData) {
+    fn insert(&mut self, arrival: Arrival) {
+        let Arrival { data, completion } = arrival;
         self.spans += data.span_count();
         self.bytes += data.encoded_len();
         let id = self.next_id;
         self.next_id += 1;
-        self.entries.push_back(QueueEntry { id, data });
+        self.entries.push_back(QueueEntry {
+            id,
+            data,
+            completion,
+        });
     }
 
     fn take_oldest(&mut self) -> Option<QueueEntry> {
@@ -95,17 +101,17 @@ impl MemoryQueue {
         }
     }
 
-    /// Inserts `data` if it fits; gives it back otherwise.
-    fn try_insert(&self, data: TraceData) -> Result<Result<(), TraceData>, Refusal> {
-        let (spans, bytes) = (data.span_count(), data.encoded_len());
+    /// Inserts `arrival` if it fits; gives it back otherwise.
+    fn try_insert(&self, arrival: Arrival) -> Result<Result<(), Arrival>, Refusal> {
+        let (spans, bytes) = (arrival.data.span_count(), arrival.data.encoded_len());
         let mut state = self.state();
         if state.closed {
             return Err(Self::shutting_down());
         }
         if !state.fits(spans, bytes, self.max_spans, self.max_bytes) {
-            return Ok(Err(data));
+            return Ok(Err(arrival));
         }
-        state.insert(data);
+        state.insert(arrival);
         self.metrics.add(spans, bytes);
         drop(state);
         self.metrics.received(spans);
@@ -113,8 +119,8 @@ impl MemoryQueue {
         Ok(Ok(()))
     }
 
-    fn push_or_reject(&self, data: TraceData) -> Result<(), Refusal> {
-        match self.try_insert(data)? {
+    fn push_or_reject(&self, arrival: Arrival) -> Result<(), Refusal> {
+        match self.try_insert(arrival)? {
             Ok(()) => Ok(()),
             Err(_) => Err(Refusal::QueueFull {
                 sink: self.sink.clone(),
@@ -123,24 +129,28 @@ impl MemoryQueue {
         }
     }
 
-    fn push_dropping_oldest(&self, data: TraceData) -> Result<(), Refusal> {
-        let (spans, bytes) = (data.span_count(), data.encoded_len());
+    fn push_dropping_oldest(&self, arrival: Arrival) -> Result<(), Refusal> {
+        let (spans, bytes) = (arrival.data.span_count(), arrival.data.encoded_len());
         let mut state = self.state();
         if state.closed {
             return Err(Self::shutting_down());
         }
         let mut evicted = (0, 0);
+        // Their completions are resolved (as lost) once the lock is released.
+        let mut dropped = Vec::new();
         while !state.fits(spans, bytes, self.max_spans, self.max_bytes) {
             let Some(old) = state.take_oldest() else {
                 break;
             };
             evicted.0 += old.data.span_count();
             evicted.1 += old.data.encoded_len();
+            dropped.push(old);
         }
-        state.insert(data);
+        state.insert(arrival);
         self.metrics.remove(evicted.0, evicted.1);
         self.metrics.add(spans, bytes);
         drop(state);
+        drop(dropped);
         if evicted.0 > 0 {
             self.metrics.dropped_oldest(evicted.0);
             tracing::debug!(sink = %self.sink, spans = evicted.0, "queue full: dropped oldest spans");
@@ -150,10 +160,10 @@ impl MemoryQueue {
         Ok(())
     }
 
-    async fn push_or_wait(&self, data: TraceData) -> Result<(), Refusal> {
+    async fn push_or_wait(&self, arrival: Arrival) -> Result<(), Refusal> {
         self.room
-            .push(&self.sink, self.block_timeout, data, |data| {
-                self.try_insert(data)
+            .push(&self.sink, self.block_timeout, arrival, |arrival| {
+                self.try_insert(arrival)
             })
             .await
     }
@@ -161,11 +171,16 @@ impl MemoryQueue {
 
 #[async_trait]
 impl SpanQueue for MemoryQueue {
-    async fn push(&self, data: TraceData) -> Result<(), Refusal> {
+    /// `Persisted` is `Received` here: memory is all there is.
+    async fn push_acked(&self, data: TraceData, ack: AckRequest) -> Result<(), Refusal> {
+        let arrival = Arrival {
+            data,
+            completion: ack.into_completion(),
+        };
         match self.when_full {
-            WhenFull::Block => self.push_or_wait(data).await,
-            WhenFull::Reject => self.push_or_reject(data),
-            WhenFull::DropOldest => self.push_dropping_oldest(data),
+            WhenFull::Block => self.push_or_wait(arrival).await,
+            WhenFull::Reject => self.push_or_reject(arrival),
+            WhenFull::DropOldest => self.push_dropping_oldest(arrival),
         }
     }
 
@@ -212,11 +227,13 @@ impl SpanQueue for MemoryQueue {
         state.closed = true;
         let lost = state.spans + state.unacked.values().sum::<usize>();
         self.metrics.remove(state.spans, state.bytes);
-        state.entries.clear();
+        // Their completions are resolved (as lost) once the lock is released.
+        let entries = std::mem::take(&mut state.entries);
         state.unacked.clear();
         state.spans = 0;
         state.bytes = 0;
         drop(state);
+        drop(entries);
         self.entry_added.notify_waiters();
         self.room.notify();
         lost

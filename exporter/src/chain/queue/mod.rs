@@ -4,7 +4,9 @@
 //!
 //! Entries have ids, and the consumer `commit`s an entry only once it was delivered,
 //! handed to a fallback or given up, so a durable queue forgets it then, and replays what
-//! was never committed after a crash.
+//! was never committed after a crash. With `acknowledgements: delivered` an entry also
+//! carries its request's [`Completion`] to the consumer; entries replayed at start have
+//! none (no client is waiting for them).
 
 pub mod durable;
 pub mod memory;
@@ -22,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use spansink_config::QueueConfig;
 
 use super::Refusal;
+use super::acknowledgement::{AckRequest, Completion};
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::SinkReasonLabels;
@@ -35,10 +38,19 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub type EntryId = u64;
 
 /// One request taken from a queue, to be committed once the consumer is done with it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QueueEntry {
     pub id: EntryId,
     pub data: TraceData,
+    /// The waiting client's share, to resolve once committed (`delivered` mode only).
+    pub completion: Option<Completion>,
+}
+
+/// A request on its way into a queue, with the completion it carries, if any.
+#[derive(Debug)]
+pub(crate) struct Arrival {
+    pub data: TraceData,
+    pub completion: Option<Completion>,
 }
 
 /// A sink's queue: bounded, closable, with at-least-once hand-over to its consumer.
@@ -48,7 +60,14 @@ pub struct QueueEntry {
 #[async_trait]
 pub trait SpanQueue: Send + Sync {
     /// Adds a request, or refuses it whole (according to the queue's `when_full`).
-    async fn push(&self, data: TraceData) -> Result<(), Refusal>;
+    async fn push(&self, data: TraceData) -> Result<(), Refusal> {
+        self.push_acked(data, AckRequest::Received).await
+    }
+
+    /// Adds a request as `push` does, and does what `ack` asks: fsync it before returning
+    /// (`Persisted`, durable queues), or carry its completion to the consumer
+    /// (`Delivered`). A refused request's completion is dropped (resolved as lost).
+    async fn push_acked(&self, data: TraceData, ack: AckRequest) -> Result<(), Refusal>;
 
     /// The oldest entry not yet handed out, waiting for one if the queue is empty.
     /// `None` once the queue is closed and nothing is left. Cancel-safe: dropping the

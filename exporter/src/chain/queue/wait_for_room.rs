@@ -9,7 +9,6 @@ use tokio::time::Instant;
 
 use super::RETRY_AFTER;
 use crate::chain::Refusal;
-use crate::otlp::TraceData;
 
 pub(crate) struct WaitForRoom {
     /// Waiting pushers are served in arrival order (tokio's mutex is fair): a large
@@ -35,12 +34,12 @@ impl WaitForRoom {
     /// Calls `try_put` until it takes `data` (`Ok(Ok(_))`) or refuses it for good
     /// (`Err`); while it hands `data` back (`Ok(Err(data))`, no room), waits for room.
     /// After `timeout` the answer is `Refusal::Backpressure`.
-    pub(crate) async fn push<T>(
+    pub(crate) async fn push<D, T>(
         &self,
         sink: &str,
         timeout: Duration,
-        data: TraceData,
-        mut try_put: impl FnMut(TraceData) -> Result<Result<T, TraceData>, Refusal>,
+        data: D,
+        mut try_put: impl FnMut(D) -> Result<Result<T, D>, Refusal>,
     ) -> Result<T, Refusal> {
         let deadline = Instant::now() + timeout;
         let backpressure = || Refusal::Backpressure {

@@ -33,6 +33,7 @@ use spansink_config::{DurableQueueConfig, QueueConfig};
 
 use super::{EntryId, QueueEntry, QueueMetrics, SpanQueue};
 use crate::chain::Refusal;
+use crate::chain::acknowledgement::AckRequest;
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
 use store::{DiskMetrics, Settings, Store};
@@ -168,7 +169,7 @@ fn spawn_interval_sync(store: &Arc<Store>) {
         while let Some(interval) = weak.upgrade().and_then(|s| s.fsync_interval()) {
             tokio::time::sleep(interval).await;
             let Some(store) = weak.upgrade() else { break };
-            if let Err(e) = store.sync_round().await {
+            if let Err(e) = store.sync_all().await {
                 store.record_fsync_error(&e);
             }
         }
@@ -180,8 +181,8 @@ fn spawn_interval_sync(store: &Arc<Store>) {
 
 #[async_trait]
 impl SpanQueue for DurableQueue {
-    async fn push(&self, data: TraceData) -> Result<(), Refusal> {
-        self.store.push(self.generation, data).await
+    async fn push_acked(&self, data: TraceData, ack: AckRequest) -> Result<(), Refusal> {
+        self.store.push(self.generation, data, ack).await
     }
 
     async fn pop(&self) -> Option<QueueEntry> {

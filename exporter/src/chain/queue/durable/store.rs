@@ -29,8 +29,9 @@ use tokio::time::Instant;
 use super::record::{self, Found, HEADER_LEN};
 use super::segment::Segment;
 use crate::chain::Refusal;
+use crate::chain::acknowledgement::{AckRequest, Completion};
 use crate::chain::queue::wait_for_room::WaitForRoom;
-use crate::chain::queue::{EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, gauge_value};
+use crate::chain::queue::{Arrival, EntryId, QueueEntry, QueueMetrics, RETRY_AFTER, gauge_value};
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{SinkLabels, SinkOperationLabels};
@@ -103,6 +104,10 @@ pub struct State {
     pub unread_spans: usize,
     pub unread_bytes: usize,
     in_flight: HashMap<EntryId, InFlight>,
+    /// Completions of unread entries whose clients wait (`acknowledgements: delivered`),
+    /// handed out with the entry: kept apart from `hot` because an entry may be read back
+    /// from disk. Entries replayed at start have none.
+    completions: HashMap<EntryId, Completion>,
     /// Live generations; `Some(mark)` once closed: it hands out only ids below `mark`.
     generations: HashMap<u64, Option<EntryId>>,
     next_generation: u64,
@@ -138,6 +143,7 @@ impl State {
             unread_spans,
             unread_bytes,
             in_flight: HashMap::new(),
+            completions: HashMap::new(),
             generations: HashMap::new(),
             next_generation: 0,
             appended: 0,
@@ -168,7 +174,7 @@ impl State {
 
 /// Why an append did not happen.
 enum NotAppended {
-    Full(TraceData),
+    Full(Arrival),
     Refused(Refusal),
 }
 
@@ -320,22 +326,37 @@ impl Store {
 
     // ---- push -------------------------------------------------------------------
 
-    pub async fn push(&self, generation: u64, data: TraceData) -> Result<(), Refusal> {
+    /// Appends `data`; with `AckRequest::Persisted` (or `fsync: batch`) returns only
+    /// once it is fsynced.
+    pub async fn push(
+        &self,
+        generation: u64,
+        data: TraceData,
+        ack: AckRequest,
+    ) -> Result<(), Refusal> {
         let (when_full, block_timeout, fsync) = {
             let state = self.state();
             let s = &state.settings;
             (s.when_full, s.block_timeout, s.fsync)
         };
+        let sync = fsync == FsyncPolicy::Batch || matches!(ack, AckRequest::Persisted);
+        let arrival = Arrival {
+            data,
+            completion: ack.into_completion(),
+        };
         let appended = match when_full {
-            WhenFull::Block => self.push_or_wait(generation, data, block_timeout).await?,
-            WhenFull::Reject => match self.try_append(generation, data) {
+            WhenFull::Block => {
+                self.push_or_wait(generation, arrival, block_timeout)
+                    .await?
+            }
+            WhenFull::Reject => match self.try_append(generation, arrival) {
                 Ok(seq) => seq,
                 Err(NotAppended::Refused(r)) => return Err(r),
                 Err(NotAppended::Full(_)) => return Err(self.queue_full()),
             },
-            WhenFull::DropOldest => self.push_dropping_oldest(generation, data).await?,
+            WhenFull::DropOldest => self.push_dropping_oldest(generation, arrival).await?,
         };
-        if fsync == FsyncPolicy::Batch {
+        if sync {
             // The request is in the queue either way; a failed fsync tells the client to
             // retry, which may deliver it twice, never lose it.
             self.sync_through(appended)
@@ -355,12 +376,12 @@ impl Store {
     async fn push_or_wait(
         &self,
         generation: u64,
-        data: TraceData,
+        arrival: Arrival,
         block_timeout: Duration,
     ) -> Result<u64, Refusal> {
         self.room
-            .push(&self.sink, block_timeout, data, |data| {
-                match self.try_append(generation, data) {
+            .push(&self.sink, block_timeout, arrival, |arrival| {
+                match self.try_append(generation, arrival) {
                     Ok(appended) => Ok(Ok(appended)),
                     Err(NotAppended::Full(back)) => Ok(Err(back)),
                     Err(NotAppended::Refused(refusal)) => Err(refusal),
@@ -369,15 +390,19 @@ impl Store {
             .await
     }
 
-    async fn push_dropping_oldest(&self, generation: u64, data: TraceData) -> Result<u64, Refusal> {
+    async fn push_dropping_oldest(
+        &self,
+        generation: u64,
+        arrival: Arrival,
+    ) -> Result<u64, Refusal> {
         let _reading = self.read_line.lock().await;
-        let mut data = data;
+        let mut arrival = arrival;
         let mut evicted = 0;
         let result = loop {
-            match self.try_append(generation, data) {
+            match self.try_append(generation, arrival) {
                 Ok(seq) => break Ok(seq),
                 Err(NotAppended::Refused(r)) => break Err(r),
-                Err(NotAppended::Full(back)) => data = back,
+                Err(NotAppended::Full(back)) => arrival = back,
             }
             match self.next_unread(None).await {
                 Some(old) => {
@@ -395,9 +420,9 @@ impl Store {
         result
     }
 
-    /// Appends `data` if the disk bound allows; the append's sequence number for fsync.
-    fn try_append(&self, generation: u64, data: TraceData) -> Result<u64, NotAppended> {
-        let (spans, bytes) = (data.span_count(), data.encoded_len());
+    /// Appends `arrival` if the disk bound allows; the append's sequence number for fsync.
+    fn try_append(&self, generation: u64, arrival: Arrival) -> Result<u64, NotAppended> {
+        let (spans, bytes) = (arrival.data.span_count(), arrival.data.encoded_len());
         let record_len = (HEADER_LEN + bytes) as u64;
         let mut state = self.state();
         if state
@@ -414,8 +439,9 @@ impl Store {
         let empty =
             state.unread_bytes == 0 && state.in_flight.is_empty() && state.redeliver.is_empty();
         if !empty && state.disk_bytes + record_len > state.settings.max_disk_bytes {
-            return Err(NotAppended::Full(data));
+            return Err(NotAppended::Full(arrival));
         }
+        let Arrival { data, completion } = arrival;
         let segment = self
             .writable_segment(&mut state, record_len)
             .map_err(|e| NotAppended::Refused(self.storage_refusal("append", &e)))?;
@@ -437,6 +463,9 @@ impl Store {
         state.next_id += 1;
         state.disk_bytes += record_len;
         state.appended += 1;
+        if let Some(completion) = completion {
+            state.completions.insert(id, completion);
+        }
         let appended = state.appended;
         let in_memory = state.cursor.is_none()
             && state.hot_spans + spans <= state.settings.memory_spans
@@ -514,9 +543,11 @@ impl Store {
                         generation,
                     },
                 );
+                let completion = state.completions.remove(&unread.id);
                 return Some(QueueEntry {
                     id: unread.id,
                     data: unread.data,
+                    completion,
                 });
             }
             if mark.is_some() {
@@ -757,6 +788,9 @@ impl Store {
     /// its last open entry.
     fn commit_location(&self, id: EntryId, location: Location) {
         let mut state = self.state();
+        // Evicted or unreadable before it was handed out: dropping its completion tells
+        // the waiting client the spans were lost.
+        let _dropped = state.completions.remove(&id);
         let Some(index) = state.segment_at(location.segment) else {
             return;
         };
@@ -877,8 +911,18 @@ impl Store {
         Ok(())
     }
 
-    /// One fsync round over everything written so far (the interval task's tick).
-    pub async fn sync_round(&self) -> io::Result<u64> {
+    /// One fsync round over everything written so far (the interval task's tick),
+    /// through the same sync point as `sync_through`: a push waiting to be persisted
+    /// never mistakes a round still running for one that finished.
+    pub async fn sync_all(&self) -> io::Result<()> {
+        let mut synced = self.synced.lock().await;
+        let covered = self.sync_round().await?;
+        *synced = covered;
+        Ok(())
+    }
+
+    /// One fsync round over everything written so far. Callers hold `synced`.
+    async fn sync_round(&self) -> io::Result<u64> {
         let (covered, files, dir_dirty) = self.take_dirty();
         if files.is_empty() && !dir_dirty {
             return Ok(covered);

@@ -581,3 +581,62 @@ async fn fsync_interval_syncs_in_the_background() {
     }
     panic!("no background fsync within a second (interval 10 ms)");
 }
+
+#[tokio::test]
+async fn a_persisted_push_is_fsynced_before_it_returns_whatever_the_policy() {
+    for fsync in [FsyncPolicy::Never, FsyncPolicy::Interval] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let m = Metrics::register(&mut registry);
+        let mut config = durable(dir.path(), ByteSize::gib(1), fsync);
+        // The interval task must not be the one that syncs.
+        config.fsync_interval = spansink_config::Duration::from_secs(3600);
+        let q = DurableQueue::open("s", &queue_config(100, WhenFull::Block), &config, &m).unwrap();
+        q.push(trace_data("plain", 1)).await.unwrap();
+        assert_eq!(
+            fsync_rounds(&registry),
+            0,
+            "{fsync:?}: no fsync for a plain push"
+        );
+        q.push_acked(trace_data("persisted", 1), AckRequest::Persisted)
+            .await
+            .unwrap();
+        assert_eq!(
+            fsync_rounds(&registry),
+            1,
+            "{fsync:?}: one round, before the answer"
+        );
+    }
+}
+
+#[tokio::test]
+async fn completions_are_handed_out_with_their_entries_even_from_disk() {
+    use crate::chain::acknowledgement::Tracker;
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = Metrics::for_tests();
+    // Memory holds 1 span: the second and third entries are read back from disk.
+    let q = open(dir.path(), 1, &m);
+    let tracker = Tracker::new();
+    q.push(trace_data("replayed-like", 1)).await.unwrap();
+    q.push_acked(
+        trace_data("waiting", 1),
+        AckRequest::Delivered(tracker.completion("s")),
+    )
+    .await
+    .unwrap();
+    q.push(trace_data("plain", 1)).await.unwrap();
+    let entries: Vec<_> = [q.pop().await, q.pop().await, q.pop().await]
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let carried: Vec<bool> = entries.iter().map(|e| e.completion.is_some()).collect();
+    assert_eq!(carried, [false, true, false]);
+    for entry in entries {
+        q.commit(entry.id).await;
+        if let Some(completion) = entry.completion {
+            completion.delivered();
+        }
+    }
+    assert_eq!(tracker.wait().await, Ok(()));
+}
