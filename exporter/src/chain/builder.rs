@@ -433,7 +433,6 @@ fn drain_order(fallbacks: &[Option<usize>]) -> Result<Vec<Vec<usize>>, usize> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use spansink_config::{
         BatchConfig, BlackholeSinkConfig, ByteSize, QueueConfig, RateLimitConfig, WhenFull,
@@ -458,31 +457,7 @@ mod tests {
         }
     }
 
-    fn exporter_config(sinks: Vec<(&str, SinkConfig)>) -> ExporterConfig {
-        ExporterConfig {
-            receivers: Default::default(),
-            sinks: sinks
-                .into_iter()
-                .map(|(n, c)| (n.to_string(), Box::new(c)))
-                .collect(),
-            telemetry: Default::default(),
-            shutdown: Default::default(),
-        }
-    }
-
-    fn build(config: &ExporterConfig, backends: &[(&str, &Arc<TestSink>)], m: &Metrics) -> Chain {
-        let backends: BTreeMap<String, SharedSink> = backends
-            .iter()
-            .map(|(n, s)| (n.to_string(), (*s).clone() as SharedSink))
-            .collect();
-        Chain::build(config, m, &|name, _| {
-            backends.get(name).cloned().ok_or_else(|| BuildError {
-                sink: name.into(),
-                message: "no test backend".into(),
-            })
-        })
-        .unwrap()
-    }
+    use crate::chain::test_sinks::{build_chain as build, exporter_config};
 
     fn reason(family: &Family<SinkReasonLabels, Counter>, sink: &str, reason: &'static str) -> u64 {
         family

@@ -259,3 +259,40 @@ impl Drop for Leave<'_> {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// A config of `sinks`, everything else default.
+pub fn exporter_config(
+    sinks: Vec<(&str, spansink_config::SinkConfig)>,
+) -> spansink_config::ExporterConfig {
+    spansink_config::ExporterConfig {
+        receivers: Default::default(),
+        sinks: sinks
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), Box::new(c)))
+            .collect(),
+        telemetry: Default::default(),
+        shutdown: Default::default(),
+    }
+}
+
+/// The chain of `config` with each sink's backend taken from `backends` by name.
+pub fn build_chain(
+    config: &spansink_config::ExporterConfig,
+    backends: &[(&str, &Arc<TestSink>)],
+    m: &crate::telemetry::Metrics,
+) -> crate::chain::Chain {
+    let backends: std::collections::BTreeMap<String, crate::sinks::SharedSink> = backends
+        .iter()
+        .map(|(n, s)| (n.to_string(), (*s).clone() as crate::sinks::SharedSink))
+        .collect();
+    crate::chain::Chain::build(config, m, &|name, _| {
+        backends
+            .get(name)
+            .cloned()
+            .ok_or_else(|| crate::sinks::BuildError {
+                sink: name.into(),
+                message: "no test backend".into(),
+            })
+    })
+    .unwrap()
+}

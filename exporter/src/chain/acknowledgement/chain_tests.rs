@@ -1,7 +1,6 @@
 //! The three acknowledgement modes on a whole chain (fan-out, queues, batcher, workers,
 //! retries, fallback) with the in-memory test sinks.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +10,8 @@ use spansink_config::{
     SpanMatch,
 };
 
-use crate::chain::test_sinks::{TestSink, trace_data};
+use crate::chain::test_sinks::{TestSink, build_chain as build, exporter_config, trace_data};
 use crate::chain::{Admission, Admit, Chain, Refusal};
-use crate::sinks::{BuildError, SharedSink};
 use crate::telemetry::Metrics;
 
 fn sink_config() -> SinkConfig {
@@ -35,32 +33,10 @@ fn sink_config() -> SinkConfig {
 }
 
 fn config(mode: AcknowledgementMode, sinks: Vec<(&str, SinkConfig)>) -> ExporterConfig {
-    let mut config = ExporterConfig {
-        receivers: Default::default(),
-        sinks: sinks
-            .into_iter()
-            .map(|(n, c)| (n.to_string(), Box::new(c)))
-            .collect(),
-        telemetry: Default::default(),
-        shutdown: Default::default(),
-    };
+    let mut config = exporter_config(sinks);
     config.receivers.acknowledgements = mode;
     config.receivers.acknowledgement_timeout = spansink_config::Duration::from_secs(5);
     config
-}
-
-fn build(config: &ExporterConfig, backends: &[(&str, &Arc<TestSink>)], m: &Metrics) -> Chain {
-    let backends: BTreeMap<String, SharedSink> = backends
-        .iter()
-        .map(|(n, s)| (n.to_string(), (*s).clone() as SharedSink))
-        .collect();
-    Chain::build(config, m, &|name, _| {
-        backends.get(name).cloned().ok_or_else(|| BuildError {
-            sink: name.into(),
-            message: "no test backend".into(),
-        })
-    })
-    .unwrap()
 }
 
 /// Admits in the background, so a test can look at the sinks before the answer.
