@@ -384,3 +384,15 @@ pub fn span_ids(lines: &[serde_json::Value]) -> std::collections::BTreeSet<Strin
         .filter_map(|l| l["span_id"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// The span ids of a request, hex-encoded as the file sink writes them.
+pub fn request_span_ids(
+    request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> impl Iterator<Item = String> + '_ {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| const_hex::encode(&s.span_id))
+}

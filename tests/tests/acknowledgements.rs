@@ -22,13 +22,7 @@ fn request(seed: u64) -> ExportTraceServiceRequest {
 }
 
 fn ids_of(request: &ExportTraceServiceRequest) -> std::collections::BTreeSet<String> {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| const_hex::encode(&s.span_id))
-        .collect()
+    spansink_tests::request_span_ids(request).collect()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -28,13 +28,7 @@ fn request(seed: u64) -> ExportTraceServiceRequest {
 }
 
 fn span_ids_of(request: &ExportTraceServiceRequest) -> Vec<String> {
-    request
-        .resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| const_hex::encode(&s.span_id))
-        .collect()
+    spansink_tests::request_span_ids(request).collect()
 }
 
 /// A tiny deterministic generator for crash moments (no test depends on the seed).

@@ -35,10 +35,7 @@ fn requests(count: u64, first_seed: u64) -> Vec<ExportTraceServiceRequest> {
 fn ids_of(requests: &[ExportTraceServiceRequest]) -> BTreeSet<String> {
     requests
         .iter()
-        .flat_map(|r| &r.resource_spans)
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-        .map(|s| const_hex::encode(&s.span_id))
+        .flat_map(spansink_tests::request_span_ids)
         .collect()
 }
 
