@@ -1,7 +1,8 @@
 //! `spansink-exporter bench`: measures a pipeline end to end. Starts the exporter as a
 //! child process on a given config (ports moved to free loopback ones), loads it with
 //! the built-in generator, and reports spans/s, exporter CPU seconds per million spans,
-//! peak RSS, and the prost-decode ceiling for the same requests.
+//! peak RSS, bytes written to storage per span, the largest durable-queue backlog on disk,
+//! and the prost-decode ceiling for the same requests.
 
 pub mod decode_ceiling;
 pub mod load;
@@ -34,6 +35,10 @@ pub struct BenchReport {
     pub delivered_spans: f64,
     pub exporter_cpu: Duration,
     pub peak_rss_bytes: u64,
+    /// Bytes the exporter wrote to storage during the run (durable queues, file sinks).
+    pub storage_written_bytes: u64,
+    /// The largest backlog the durable queues held on disk at once (sampled).
+    pub peak_queue_disk_bytes: f64,
     pub decode_spans_per_second: f64,
 }
 
@@ -77,6 +82,18 @@ impl BenchReport {
         );
         println!("exporter peak RSS {:.1} MiB", mib(self.peak_rss_bytes));
         println!(
+            "storage writes    {:.1} MiB = {:.0} bytes per accepted span (/proc write_bytes: durable queues and file sinks)",
+            mib(self.storage_written_bytes),
+            self.storage_written_bytes as f64 / self.load.accepted_spans.max(1) as f64
+        );
+        if self.peak_queue_disk_bytes > 0.0 {
+            println!(
+                "queue backlog     {:.1} MiB at most on disk (spansink_queue_disk_bytes, sampled every {} ms)",
+                self.peak_queue_disk_bytes / (1024.0 * 1024.0),
+                BACKLOG_SAMPLE_INTERVAL.as_millis()
+            );
+        }
+        println!(
             "decode ceiling    {:.0} spans/s (prost decode of the same requests, one core)",
             self.decode_spans_per_second
         );
@@ -115,23 +132,8 @@ impl ExporterChild {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    async fn metrics(&self) -> Result<String, String> {
-        reqwest::get(format!("{}/metrics", self.telemetry))
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())
-    }
-
     async fn delivered(&self) -> f64 {
-        let Ok(text) = self.metrics().await else {
-            return 0.0;
-        };
-        text.lines()
-            .filter(|l| l.starts_with("spansink_sink_sent_spans_total{"))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
-            .sum()
+        metric_sum(&self.telemetry, "spansink_sink_sent_spans_total{").await
     }
 
     fn terminate(&mut self) {
@@ -141,6 +143,39 @@ impl ExporterChild {
         }
         let _ = self.child.wait();
     }
+}
+
+/// How often the durable queues' backlog on disk is sampled during a run.
+const BACKLOG_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The sum of every series of one metric (`prefix` is its name and the opening brace),
+/// 0 when the exporter cannot be read.
+async fn metric_sum(telemetry: &str, prefix: &str) -> f64 {
+    let text = match reqwest::get(format!("{telemetry}/metrics")).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Samples the durable queues' bytes on disk until `stop` fires; yields the largest seen.
+fn sample_queue_backlog(
+    telemetry: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<f64> {
+    tokio::spawn(async move {
+        let mut peak = 0.0f64;
+        loop {
+            peak = peak.max(metric_sum(&telemetry, "spansink_queue_disk_bytes{").await);
+            tokio::select! {
+                _ = tokio::time::sleep(BACKLOG_SAMPLE_INTERVAL) => {}
+                _ = &mut stop => return peak,
+            }
+        }
+    })
 }
 
 /// Starts the exporter on `config` with receivers and telemetry moved to free loopback
@@ -203,6 +238,9 @@ pub async fn run(spec: &BenchSpec) -> Result<BenchReport, String> {
 
     let pid = exporter.child.id();
     let cpu_before = process_stats::cpu_time(pid)?;
+    let written_before = process_stats::storage_write_bytes(pid)?;
+    let (stop_sampler, sampler_stopped) = tokio::sync::oneshot::channel();
+    let sampler = sample_queue_backlog(exporter.telemetry.clone(), sampler_stopped);
     let load_spec = LoadSpec {
         protocol: spec.protocol,
         endpoint: match spec.protocol {
@@ -223,7 +261,11 @@ pub async fn run(spec: &BenchSpec) -> Result<BenchReport, String> {
         delivered = exporter.delivered().await;
     }
     let exporter_cpu = process_stats::cpu_time(pid)?.saturating_sub(cpu_before);
+    let storage_written_bytes =
+        process_stats::storage_write_bytes(pid)?.saturating_sub(written_before);
     let peak_rss_bytes = process_stats::peak_rss(pid)?;
+    let _ = stop_sampler.send(());
+    let peak_queue_disk_bytes = sampler.await.unwrap_or_default();
     exporter.terminate();
     let _ = std::fs::remove_dir_all(&workdir);
 
@@ -236,6 +278,8 @@ pub async fn run(spec: &BenchSpec) -> Result<BenchReport, String> {
         delivered_spans: delivered,
         exporter_cpu,
         peak_rss_bytes,
+        storage_written_bytes,
+        peak_queue_disk_bytes,
         decode_spans_per_second,
     })
 }

@@ -1,5 +1,5 @@
-//! CPU time and peak memory of a process, read from Linux `/proc`: what the benchmark
-//! reports for the exporter under load.
+//! CPU time, peak memory and bytes written to storage of a process, read from Linux
+//! `/proc`: what the benchmark reports for the exporter under load.
 
 use std::time::Duration;
 
@@ -43,6 +43,18 @@ pub fn peak_rss(pid: u32) -> Result<u64, String> {
     Ok(kib * 1024)
 }
 
+/// Bytes the process caused to be written to the storage layer so far (`write_bytes` of
+/// `/proc/<pid>/io`: counted when a page is dirtied, so writes still in the page cache
+/// count too; what a durable queue and a file sink cost the disk).
+pub fn storage_write_bytes(pid: u32) -> Result<u64, String> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .map_err(|e| format!("/proc/{pid}/io: {e}"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no write_bytes in /proc/{pid}/io"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +72,11 @@ mod tests {
         assert!(cpu_time(pid).unwrap() > Duration::ZERO);
         assert!(peak_rss(pid).unwrap() > 1024 * 1024);
         assert!(cpu_time(u32::MAX).is_err());
+        // Only readable and monotonic: a tmpfs temp dir has no storage layer to count.
+        let written = storage_write_bytes(pid).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), vec![7u8; 1 << 20]).unwrap();
+        assert!(storage_write_bytes(pid).unwrap() >= written);
+        assert!(storage_write_bytes(u32::MAX).is_err());
     }
 }
