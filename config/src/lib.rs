@@ -178,4 +178,18 @@ mod tests {
         assert_eq!(c, again);
         assert_eq!(c.to_yaml(), again.to_yaml());
     }
+
+    /// Found by the config fuzz target: a `null` rotation size was written without its
+    /// key and read back as the 100MiB default.
+    #[test]
+    fn size_rotation_turned_off_survives_a_round_trip() {
+        let c = ExporterConfig::from_yaml(
+            "sinks:\n  main:\n    file:\n      path: x\n      rotation:\n        max_size: null\n",
+        )
+        .unwrap();
+        let rotation = |c: &ExporterConfig| c.sinks["main"].file.as_ref().unwrap().rotation.clone();
+        assert_eq!(rotation(&c).max_size, None);
+        let again = ExporterConfig::from_yaml(&c.to_yaml()).unwrap();
+        assert_eq!(rotation(&again), rotation(&c));
+    }
 }

@@ -236,11 +236,10 @@ pub enum Compression {
 #[serde(deny_unknown_fields)]
 pub struct RotationConfig {
     /// Rotate when the active file reaches this size (bytes written, after
-    /// compression). Default: `100MiB`.
-    #[serde(
-        default = "RotationConfig::default_max_size",
-        skip_serializing_if = "Option::is_none"
-    )]
+    /// compression). Default: `100MiB`; `null` turns size rotation off.
+    // Serialized even when unset: skipping `null` would read back as the 100MiB default,
+    // so a config written by the operator would rotate where its SpanSink said not to.
+    #[serde(default = "RotationConfig::default_max_size")]
     pub max_size: Option<ByteSize>,
     /// Rotate when the active file is this old. Unset: no age limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]

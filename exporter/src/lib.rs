@@ -6,6 +6,7 @@ pub mod app;
 pub mod bench;
 pub mod chain;
 pub mod encoding;
+pub mod fuzzing;
 pub mod otlp;
 pub mod receiver;
 pub mod reload;

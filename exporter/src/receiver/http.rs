@@ -139,7 +139,7 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, Rejection> {
 
 /// OTLP/JSON to [`TraceData`]: deserialized, encoded to protobuf, then given the same scan
 /// as a protobuf body (so id lengths and the like are checked the same way).
-fn decode_json(body: &[u8]) -> Result<TraceData, Rejection> {
+pub(crate) fn decode_json(body: &[u8]) -> Result<TraceData, Rejection> {
     let request = match serde_json::from_slice::<ExportTraceServiceRequest>(body) {
         Ok(request) => request,
         Err(first) => read_normalised(body).ok_or_else(|| {

@@ -31,7 +31,7 @@ where
 
 /// Inflates a gzip body (several members allowed, as HTTP permits) to at most `limit`
 /// bytes: inflation stops at `limit + 1` bytes, so memory stays bounded whatever the ratio.
-pub(super) fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, Rejection> {
+pub(crate) fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, Rejection> {
     // Start from a plausible ratio; `read_to_end` grows it (at most ~2x limit transiently).
     let mut plain = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit + 1));
     MultiGzDecoder::new(compressed)

@@ -26,7 +26,10 @@ use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{Protocol, ProtocolLabels, RefusedLabels};
 
-use answer::Rejection;
+pub(crate) use answer::Rejection;
+// For the fuzz targets (`crate::fuzzing`).
+pub(crate) use http::decode_json;
+pub(crate) use limits::gunzip;
 
 /// How large a request may be, as sent and once decompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

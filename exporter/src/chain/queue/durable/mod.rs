@@ -20,7 +20,7 @@
 //! the same store. The old one hands out only what it was given before it closed; what
 //! it still had in flight when abandoned is handed out again by the new one.
 
-mod record;
+pub(crate) mod record;
 mod recovery;
 mod segment;
 mod store;

@@ -81,6 +81,29 @@ fn checks_out(header_bytes: &[u8; HEADER_LEN], header: &Header, payload: &[u8]) 
     crc32c::crc32c_append(crc32c::crc32c(&header_bytes[4..20]), payload) == header.crc
 }
 
+/// Where records are read from: a segment file, or bytes in memory (the fuzz target).
+pub trait ReadAt {
+    /// Fills `buf` from `offset`; an error if fewer bytes are there.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// What the reader found at an offset.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Found {
@@ -99,7 +122,7 @@ pub enum Found {
 
 /// Reads the record at `offset` of `file`, looking only at bytes before `end` (what was
 /// written completely; later bytes may be an append in progress).
-pub fn read_at(file: &File, offset: u64, end: u64) -> io::Result<Found> {
+pub fn read_at<R: ReadAt + ?Sized>(file: &R, offset: u64, end: u64) -> io::Result<Found> {
     if offset >= end {
         return Ok(Found::End);
     }
@@ -117,7 +140,11 @@ pub fn read_at(file: &File, offset: u64, end: u64) -> io::Result<Found> {
 }
 
 /// The record at `offset` if a whole one with a matching CRC is there.
-fn sound_record(file: &File, offset: u64, end: u64) -> io::Result<Option<(Header, Vec<u8>)>> {
+fn sound_record<R: ReadAt + ?Sized>(
+    file: &R,
+    offset: u64,
+    end: u64,
+) -> io::Result<Option<(Header, Vec<u8>)>> {
     if end - offset < HEADER_LEN as u64 {
         return Ok(None);
     }
@@ -135,7 +162,7 @@ fn sound_record(file: &File, offset: u64, end: u64) -> io::Result<Option<(Header
 }
 
 /// The first offset at or after `from` where a sound record starts, or `end`.
-fn resync(file: &File, from: u64, end: u64) -> io::Result<u64> {
+fn resync<R: ReadAt + ?Sized>(file: &R, from: u64, end: u64) -> io::Result<u64> {
     let mut chunk = vec![0u8; RESYNC_CHUNK + MAGIC.len() - 1];
     let mut at = from;
     while at < end {

@@ -152,7 +152,7 @@ impl Segment {
 
     /// Reads the record at `offset` (see [`record::read_at`]).
     pub fn read_at(&self, offset: u64) -> io::Result<record::Found> {
-        record::read_at(&self.file, offset, self.len)
+        record::read_at(self.file.as_ref(), offset, self.len)
     }
 }
 

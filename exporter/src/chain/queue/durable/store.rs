@@ -573,7 +573,7 @@ impl Store {
                 }
                 Plan::Disk(location, file, end) => {
                     let found = tokio::task::spawn_blocking(move || {
-                        record::read_at(&file, location.offset, end)
+                        record::read_at(file.as_ref(), location.offset, end)
                     })
                     .await
                     .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -758,10 +758,11 @@ impl Store {
             let i = state.segment_at(location.segment)?;
             (state.segments[i].file.clone(), state.segments[i].len)
         };
-        let found =
-            tokio::task::spawn_blocking(move || record::read_at(&file, location.offset, end))
-                .await
-                .unwrap_or_else(|e| Err(io::Error::other(e)));
+        let found = tokio::task::spawn_blocking(move || {
+            record::read_at(file.as_ref(), location.offset, end)
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)));
         let problem = match found {
             Ok(Found::Record { payload, .. }) => match TraceData::from_wire(payload.into()) {
                 Ok(data) => return Some(data),

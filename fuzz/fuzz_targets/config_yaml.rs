@@ -1,0 +1,4 @@
+//! See `spansink_exporter::fuzzing::config_yaml` for what this target checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| spansink_exporter::fuzzing::config_yaml(data));
