@@ -16,32 +16,13 @@ use prost::encoding::{WireType, decode_key, decode_varint, encode_key, encode_va
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{CsvEncoder, JsonLinesEncoder, LineEncoder, encode_request, encode_wire_request};
 use crate::otlp::{fixtures, wire};
 
-/// Both encoders, both ways, on `bytes` (which must pass the scan).
+/// Both encoders, both ways, on `bytes` (which must pass the scan): the fuzz target's
+/// property, which also compares the span counts with prost's.
 fn assert_same_output(bytes: &[u8]) {
     wire::scan(bytes).unwrap_or_else(|e| panic!("test bytes must pass the scan: {e}"));
-    let decoded = ExportTraceServiceRequest::decode(bytes).unwrap();
-    let encoders: [fn() -> Box<dyn LineEncoder>; 2] = [
-        || Box::new(JsonLinesEncoder::new()),
-        || Box::new(CsvEncoder::new()),
-    ];
-    for new_encoder in encoders {
-        let mut from_decode = Vec::new();
-        let spans = encode_request(new_encoder().as_mut(), &decoded, &mut from_decode);
-        let mut from_view = Vec::new();
-        let view_spans = encode_wire_request(new_encoder().as_mut(), bytes, &mut from_view)
-            .unwrap_or_else(|e| panic!("view refused what the scan accepted: {e}"));
-        assert_eq!(view_spans, spans);
-        if from_view != from_decode {
-            panic!(
-                "outputs differ\nview:   {}\ndecode: {}\nbytes: {bytes:?}",
-                String::from_utf8_lossy(&from_view),
-                String::from_utf8_lossy(&from_decode)
-            );
-        }
-    }
+    crate::fuzzing::otlp_protobuf(bytes);
 }
 
 #[test]
