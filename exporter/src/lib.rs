@@ -6,6 +6,7 @@ pub mod app;
 pub mod bench;
 pub mod chain;
 pub mod encoding;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod otlp;
 pub mod receiver;

@@ -1,6 +1,6 @@
 //! Target `decompression`: the receivers' decompression limits.
 //!
-//! Input: byte 0 picks the codec and whether the rest is compressed first (so that valid
+//! Input: byte 0's high bit says whether the rest is gzip-compressed first (so that valid
 //! streams, not only garbage, are decompressed), bytes 1-2 the limit; the rest is the body.
 
 use std::io::{Read, Write};

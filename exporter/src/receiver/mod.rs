@@ -28,7 +28,9 @@ use crate::telemetry::metrics::{Protocol, ProtocolLabels, RefusedLabels};
 
 pub(crate) use answer::Rejection;
 // For the fuzz targets (`crate::fuzzing`).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use http::decode_json;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use limits::gunzip;
 
 /// How large a request may be, as sent and once decompressed.
