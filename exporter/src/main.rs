@@ -131,6 +131,15 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 fn validate(path: &std::path::Path) -> ExitCode {
     match ExporterConfig::load(path) {
         Ok(config) => {
+            // The files the config names are read here too: `run` would refuse to start
+            // without them. (The operator's validation cannot see the pod's files.)
+            let tls_errors = spansink_exporter::receiver::tls::check_files(&config.receivers);
+            if !tls_errors.is_empty() {
+                for e in &tls_errors {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
             let names: Vec<_> = config.sinks.keys().map(String::as_str).collect();
             println!(
                 "{}: valid ({} sink(s): {})",

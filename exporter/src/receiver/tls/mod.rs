@@ -17,6 +17,30 @@ use spansink_config::{ReceiverTlsConfig, ReceiversConfig};
 
 use crate::telemetry::metrics::Protocol;
 
+/// The problems with the TLS files of the enabled listeners in `receivers`: what would
+/// stop the exporter from starting, found without starting it (`validate`). One error
+/// per block, even when both listeners share it.
+pub fn check_files(receivers: &ReceiversConfig) -> Vec<TlsError> {
+    let mut checked: Vec<TlsSettings> = Vec::new();
+    let mut errors = Vec::new();
+    for (protocol, enabled) in [
+        (Protocol::grpc, receivers.grpc.enabled),
+        (Protocol::http, receivers.http.enabled),
+    ] {
+        let Some(settings) = TlsSettings::of(receivers, protocol).filter(|_| enabled) else {
+            continue;
+        };
+        if checked.contains(&settings) {
+            continue;
+        }
+        if let Err(e) = settings.check_files(protocol) {
+            errors.push(e);
+        }
+        checked.push(settings);
+    }
+    errors
+}
+
 pub use files::TlsError;
 pub use listener::{Connection, TlsListener};
 pub use rotation::ServerTls;
@@ -40,6 +64,12 @@ impl TlsSettings {
             path,
             config: config.clone(),
         })
+    }
+
+    /// Whether this block's files can be read and make a server config, as at start.
+    pub fn check_files(&self, protocol: Protocol) -> Result<(), TlsError> {
+        files::TlsFiles::read(self)?.server_config(self, protocol)?;
+        Ok(())
     }
 
     /// The field path of `field` in this block, e.g. `receivers.tls.cert_file`.
