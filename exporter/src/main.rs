@@ -35,7 +35,8 @@ enum Command {
         /// Config file (YAML). Without it, the embedded quickstart config is used.
         #[arg(long, short, env = "SPANSINK_CONFIG")]
         config: Option<PathBuf>,
-        /// How often the config file is checked for changes (SIGHUP checks at once).
+        /// How often the config file and the receivers' TLS files are checked for changes
+        /// (SIGHUP checks the config at once).
         #[arg(long, env = "SPANSINK_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
         watch_interval: Duration,
     },
