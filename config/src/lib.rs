@@ -20,7 +20,9 @@ pub use policy::{
     AttributeMatch, BatchConfig, DurableQueueConfig, FilterConfig, FsyncPolicy, OnFiltered,
     QueueConfig, RateLimitConfig, RetryConfig, SpanMatch, WhenFull,
 };
-pub use receivers::{AcknowledgementMode, ListenerConfig, ReceiversConfig};
+pub use receivers::{
+    AcknowledgementMode, ClientAuth, ListenerConfig, ReceiverTlsConfig, ReceiversConfig, TlsVersion,
+};
 pub use sink::{
     BACKENDS, BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig,
     RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,

@@ -118,10 +118,16 @@ impl Validator {
         if listener.enabled {
             self.listen_address(&format!("{path}.endpoint"), &listener.endpoint);
         }
+        if let Some(tls) = &listener.tls {
+            self.errors.extend(tls.problems(&format!("{path}.tls")));
+        }
     }
 
     fn receivers(&mut self, config: &ExporterConfig) {
         let r = &config.receivers;
+        if let Some(tls) = &r.tls {
+            self.errors.extend(tls.problems("receivers.tls"));
+        }
         self.listener("receivers.grpc", &r.grpc);
         self.listener("receivers.http", &r.http);
         self.check(

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::{Admit, ChainFactory, LiveChain, SinkChains, assemble};
+use crate::receiver::tls::{ServerTls, TlsError, TlsListener, TlsSettings};
 use crate::receiver::{self, ReceiverLimits};
 use crate::reload::Reloader;
 use crate::sinks::BuildError;
@@ -30,6 +31,11 @@ pub enum AppError {
     },
     #[error("cannot build the sink chain: {0}")]
     Build(#[from] BuildError),
+    #[error("cannot serve TLS on the OTLP {protocol} receiver: {source}")]
+    Tls {
+        protocol: Protocol,
+        source: TlsError,
+    },
     #[error("{what} server failed: {message}")]
     Server { what: &'static str, message: String },
 }
@@ -65,6 +71,21 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AppError> {
             addr: addr.to_string(),
             source,
         })
+}
+
+/// The TLS `protocol`'s listener serves with at start (plaintext if `receivers` sets
+/// none); fails if its files do not load.
+fn load_tls(
+    receivers: &spansink_config::ReceiversConfig,
+    protocol: Protocol,
+    metrics: &Metrics,
+) -> Result<Arc<ServerTls>, AppError> {
+    ServerTls::load(
+        protocol,
+        TlsSettings::of(receivers, protocol),
+        metrics.clone(),
+    )
+    .map_err(|source| AppError::Tls { protocol, source })
 }
 
 fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
@@ -105,6 +126,11 @@ pub async fn start_with(
     } else {
         None
     };
+
+    // TLS files are read before any sink is built too: a listener never starts plaintext
+    // because its certificate is missing.
+    let grpc_tls = load_tls(r, Protocol::grpc, &metrics)?;
+    let http_tls = load_tls(r, Protocol::http, &metrics)?;
 
     let chain = Arc::new(assemble(chains.as_ref(), &config, None, &metrics).await?);
     chain.start();
@@ -147,11 +173,21 @@ pub async fn start_with(
     let mut tasks = Vec::new();
     let grpc_addr = grpc_listener.as_ref().and_then(local_addr);
     if let Some(listener) = grpc_listener {
-        tasks.push(receivers.spawn(Protocol::grpc, listener));
+        tasks.push(receivers.spawn(Protocol::grpc, listener, grpc_tls.clone()));
     }
     let http_addr = http_listener.as_ref().and_then(local_addr);
     if let Some(listener) = http_listener {
-        tasks.push(receivers.spawn(Protocol::http, listener));
+        tasks.push(receivers.spawn(Protocol::http, listener, http_tls.clone()));
+    }
+    // Every listener's TLS is watched, plaintext ones too: a config reload may turn TLS
+    // on, and its files are then polled like the others.
+    let tls = vec![grpc_tls, http_tls];
+    for served in &tls {
+        let (served, stop) = (served.clone(), stop_receivers.clone());
+        tasks.push(tokio::spawn(async move {
+            served.watch(watch_interval, stop).await;
+            Ok(())
+        }));
     }
 
     if let ConfigSource::File(path) = source {
@@ -163,6 +199,7 @@ pub async fn start_with(
             health: health.clone(),
             running: config.clone(),
             chains,
+            tls,
         };
         let stop = stop_receivers.clone();
         tasks.push(tokio::spawn(async move {
@@ -203,13 +240,16 @@ struct ReceiverTasks {
 }
 
 impl ReceiverTasks {
-    /// Serves `protocol` on `listener` until `stop`; marks the receiver listening while
-    /// it runs and cancels `failed` if it dies.
+    /// Serves `protocol` on `listener`, with the TLS `tls` serves at each connection,
+    /// until `stop`; marks the receiver listening while it runs and cancels `failed` if
+    /// it dies.
     fn spawn(
         &self,
         protocol: Protocol,
         listener: TcpListener,
+        tls: Arc<ServerTls>,
     ) -> tokio::task::JoinHandle<Result<(), AppError>> {
+        let listener = TlsListener::new(listener, Some(tls));
         let (admit, limits, metrics) = (self.admit.clone(), self.limits, self.metrics.clone());
         let (stop, failed, health) = (self.stop.clone(), self.failed.clone(), self.health.clone());
         health.set_listening(protocol, true);

@@ -35,7 +35,8 @@ enum Command {
         /// Config file (YAML). Without it, the embedded quickstart config is used.
         #[arg(long, short, env = "SPANSINK_CONFIG")]
         config: Option<PathBuf>,
-        /// How often the config file is checked for changes (SIGHUP checks at once).
+        /// How often the config file and the receivers' TLS files are checked for changes
+        /// (SIGHUP checks the config at once).
         #[arg(long, env = "SPANSINK_WATCH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
         watch_interval: Duration,
     },
@@ -131,6 +132,15 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 fn validate(path: &std::path::Path) -> ExitCode {
     match ExporterConfig::load(path) {
         Ok(config) => {
+            // The files the config names are read here too: `run` would refuse to start
+            // without them. (The operator's validation cannot see the pod's files.)
+            let tls_errors = spansink_exporter::receiver::tls::check_files(&config.receivers);
+            if !tls_errors.is_empty() {
+                for e in &tls_errors {
+                    eprintln!("{}: {e}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
             let names: Vec<_> = config.sinks.keys().map(String::as_str).collect();
             println!(
                 "{}: valid ({} sink(s): {})",

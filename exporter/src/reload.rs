@@ -3,7 +3,10 @@
 //! validates the new config, and swaps the running chain without losing spans: sinks
 //! whose settings did not change keep running with their queues; only new and changed
 //! ones are built (see `chain::live` for how replaced ones end).
-//! Not for receivers or telemetry settings: those need a restart (logged when changed).
+//! Not for receivers or telemetry settings: those need a restart (logged when changed),
+//! except the receivers' TLS blocks, which a successful reload hands to the running
+//! listeners ([`ServerTls::reconfigure`]): new connections get the new TLS, open ones
+//! keep theirs, and no port is closed.
 //! A reload still building its chain when shutdown begins is abandoned, not finished:
 //! shutdown then drains the chain that is running. One that has swapped chains is done;
 //! shutdown finishes the hand-over of the sinks it replaced.
@@ -16,6 +19,7 @@ use spansink_config::ExporterConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::{Chain, ChainFactory, LiveChain, assemble};
+use crate::receiver::tls::{ServerTls, TlsSettings};
 use crate::telemetry::metrics::ResultLabels;
 use crate::telemetry::{Health, Metrics, logging};
 
@@ -26,10 +30,13 @@ pub struct Reloader {
     pub live: Arc<LiveChain>,
     pub metrics: Metrics,
     pub health: Arc<Health>,
-    /// The config now running; receivers and telemetry keep the values from start.
+    /// The config now running; receivers and telemetry keep the values from start,
+    /// except the TLS blocks.
     pub running: ExporterConfig,
     /// Builds the chain of a new config.
     pub chains: Arc<dyn ChainFactory>,
+    /// The listeners' TLS, switched to a new config's TLS blocks when it is applied.
+    pub tls: Vec<Arc<ServerTls>>,
 }
 
 impl Reloader {
@@ -89,14 +96,14 @@ impl Reloader {
                 "receivers/telemetry settings changed: they apply at the next restart; sinks and acknowledgements change now"
             );
         }
-        // What runs keeps the receivers and telemetry it started with.
+        // What runs keeps the receivers and telemetry it started with, but for TLS.
         let next = ExporterConfig {
-            receivers: self.running.receivers.clone(),
+            receivers: self.running.receivers.with_tls_of(&next.receivers),
             telemetry: self.running.telemetry.clone(),
             ..next
         };
         if next.sinks == self.running.sinks {
-            self.running = next;
+            self.switch_to(next);
             self.count("success");
             tracing::info!("config reloaded; no sink changed, nothing rebuilt");
             return;
@@ -133,9 +140,20 @@ impl Reloader {
             .replace(chain, next.shutdown.drain_timeout.get())
             .await;
         self.health.set_chain_running(true);
-        self.running = next;
+        self.switch_to(next);
         self.count("success");
         tracing::info!("config reloaded");
+    }
+
+    /// Records `next` as running and, if its TLS blocks differ, hands them to the
+    /// listeners. Only for a reload that is applied: a refused one changes no TLS either.
+    fn switch_to(&mut self, next: ExporterConfig) {
+        if next.receivers != self.running.receivers {
+            for tls in &self.tls {
+                tls.reconfigure(TlsSettings::of(&next.receivers, tls.protocol()));
+            }
+        }
+        self.running = next;
     }
 
     fn count(&self, result: &'static str) {

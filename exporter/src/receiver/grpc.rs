@@ -17,10 +17,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, UnaryService};
-use tonic::transport::server::TcpIncoming;
 
 use super::answer::{self, Rejection};
 use super::limits::limit_grpc_body;
+use super::tls::TlsListener;
 use super::{Intake, ReceiverLimits};
 use crate::otlp::TraceData;
 use crate::otlp::codec::ServerCodec;
@@ -32,7 +32,7 @@ const ACCEPT_ENCODING_HEADER: &str = "grpc-accept-encoding";
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(super) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TlsListener,
     intake: Intake,
     limits: ReceiverLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -42,11 +42,7 @@ pub(super) async fn serve(
     };
     // One service, so no router: `TraceService` answers other paths itself.
     tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(
-            service,
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(service, listener.into_incoming(), shutdown)
         .await
 }
 

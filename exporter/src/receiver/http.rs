@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use super::answer::{self, BodyFormat, Rejection};
 use super::limits;
+use super::tls::TlsListener;
 use super::{Intake, ReceiverLimits};
 use crate::chain::Admission;
 use crate::otlp::TraceData;
@@ -29,7 +30,7 @@ use crate::otlp::TraceData;
 pub(super) const TRACES_PATH: &str = "/v1/traces";
 
 pub(super) async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TlsListener,
     intake: Intake,
     limits: ReceiverLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -9,11 +9,13 @@
 //! `shutting_down`, `queue_storage`, and with `acknowledgements: delivered`
 //! `not_delivered`, `rejected_by_sink`, `acknowledgement_timeout`. `accepted_spans` counts spans taken; `refused_spans{reason}` spans whose
 //! count is known when refused (`filtered` for partial success, or the chain's refusal).
+//! TLS (`tls`) is done before a connection reaches either receiver.
 
 mod answer;
 mod grpc;
 mod http;
 mod limits;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ pub(crate) use answer::Rejection;
 pub(crate) use http::decode_json;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use limits::gunzip;
+use tls::TlsListener;
 
 /// How large a request may be, as sent and once decompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,32 +78,34 @@ pub enum ReceiverError {
     Http(#[source] std::io::Error),
 }
 
-/// Serves OTLP/gRPC on `listener` until `shutdown` completes, then stops accepting
-/// connections and returns once in-flight requests are answered.
+/// Serves OTLP/gRPC on `listener` (a `TcpListener` for plaintext, or a
+/// [`TlsListener`]) until `shutdown` completes, then stops accepting connections and
+/// returns once in-flight requests are answered.
 pub async fn serve_grpc(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<TlsListener>,
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let intake = Intake::new(admit, metrics, Protocol::grpc);
-    grpc::serve(listener, intake, limits, shutdown)
+    grpc::serve(listener.into(), intake, limits, shutdown)
         .await
         .map_err(ReceiverError::Grpc)
 }
 
-/// Serves OTLP/HTTP on `listener` until `shutdown` completes, then stops accepting
-/// connections and returns once in-flight requests are answered.
+/// Serves OTLP/HTTP on `listener` (a `TcpListener` for plaintext, or a
+/// [`TlsListener`]) until `shutdown` completes, then stops accepting connections and
+/// returns once in-flight requests are answered.
 pub async fn serve_http(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<TlsListener>,
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let intake = Intake::new(admit, metrics, Protocol::http);
-    http::serve(listener, intake, limits, shutdown)
+    http::serve(listener.into(), intake, limits, shutdown)
         .await
         .map_err(ReceiverError::Http)
 }

@@ -39,6 +39,13 @@ pub struct RefusedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolResultLabels {
+    pub protocol: Protocol,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AcknowledgementLabels {
     /// `receivers.acknowledgements`: `persisted` or `delivered`.
     pub mode: &'static str,
@@ -93,6 +100,9 @@ pub struct Metrics {
     pub receiver_refused_spans: Family<RefusedLabels, Counter>,
     pub receiver_requests: Family<RefusedLabels, Counter>,
     pub receiver_acknowledgement_wait: Family<AcknowledgementLabels, Histogram>,
+    pub receiver_tls_reloads: Family<ProtocolResultLabels, Counter>,
+    pub receiver_tls_certificate_expiry: Family<ProtocolLabels, Gauge>,
+    pub receiver_tls_handshake_failures: Family<RefusedLabels, Counter>,
 
     pub sink_received_spans: Family<SinkLabels, Counter>,
     pub sink_sent_spans: Family<SinkLabels, Counter>,
@@ -150,6 +160,9 @@ impl Metrics {
             receiver_refused_spans: Family::default(),
             receiver_requests: Family::default(),
             receiver_acknowledgement_wait: Family::new_with_constructor(export_duration_histogram),
+            receiver_tls_reloads: Family::default(),
+            receiver_tls_certificate_expiry: Family::default(),
+            receiver_tls_handshake_failures: Family::default(),
             sink_received_spans: Family::default(),
             sink_sent_spans: Family::default(),
             sink_failed_spans: Family::default(),
@@ -195,6 +208,22 @@ impl Metrics {
             "Time from a request's arrival at the chain to its answer with `receivers.acknowledgements` persisted or delivered (queue admission, fsync, delivery; timeouts and failures included), by mode",
             Unit::Seconds,
             m.receiver_acknowledgement_wait.clone(),
+        );
+        r.register(
+            "receiver_tls_reloads",
+            "Loads of a receiver's TLS certificate, key and client CA files after a change on disk or in the config, by protocol and result (`failure`: the previous certificate is still served)",
+            m.receiver_tls_reloads.clone(),
+        );
+        r.register_with_unit(
+            "receiver_tls_certificate_expiry_timestamp",
+            "When the certificate a receiver serves expires (its not-after time), as Unix time",
+            Unit::Seconds,
+            m.receiver_tls_certificate_expiry.clone(),
+        );
+        r.register(
+            "receiver_tls_handshake_failures",
+            "TLS handshakes a receiver gave up on, by protocol and reason (`client_certificate`: missing or not signed by client_ca_file, `incompatible`: TLS version, cipher or ALPN, `malformed`: not TLS, e.g. a plaintext client, `timeout`, `connection`: closed or reset)",
+            m.receiver_tls_handshake_failures.clone(),
         );
         r.register(
             "sink_received_spans",
