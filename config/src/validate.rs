@@ -10,7 +10,8 @@ use crate::policy::{
 };
 use crate::sink::{
     ClickHouseSinkConfig, ElasticsearchSinkConfig, FileSinkConfig, KafkaSinkConfig, OtlpSinkConfig,
-    PostgresSinkConfig, RabbitMqSinkConfig, RedisSinkConfig, S3SinkConfig, SinkConfig,
+    PostgresSinkConfig, PostgresTlsMode, RabbitMqSinkConfig, RedisSinkConfig, S3SinkConfig,
+    SinkConfig,
 };
 use crate::units::{ByteSize, Duration};
 use crate::{ExporterConfig, ListenerConfig};
@@ -874,6 +875,49 @@ impl Validator {
             &format!("{path}.connect_timeout"),
             p.connect_timeout.get().is_zero(),
         );
+        self.postgres_tls(path, p);
+    }
+
+    /// The TLS files fit the mode: none without TLS, no CA where nothing is verified,
+    /// a client certificate with its key.
+    fn postgres_tls(&mut self, path: &str, p: &PostgresSinkConfig) {
+        let files = [
+            ("ca_file", &p.ca_file),
+            ("cert_file", &p.cert_file),
+            ("key_file", &p.key_file),
+        ];
+        for (field, value) in files {
+            let Some(value) = value else { continue };
+            if value.trim().is_empty() {
+                self.error(format!("{path}.{field}"), "must not be empty when set");
+            } else if p.tls == PostgresTlsMode::Disable {
+                self.error(
+                    format!("{path}.{field}"),
+                    format!(
+                        "is set but tls is disable, so it would be ignored; set tls: verify-full \
+                         (or require), or remove {field}"
+                    ),
+                );
+            }
+        }
+        if p.tls == PostgresTlsMode::Require && p.ca_file.is_some() {
+            self.error(
+                format!("{path}.ca_file"),
+                "tls: require does not check the server's certificate, so ca_file would be \
+                 ignored; set tls: verify-full to check it against ca_file",
+            );
+        }
+        match (&p.cert_file, &p.key_file) {
+            (Some(_), None) => self.error(
+                format!("{path}.key_file"),
+                "is required with cert_file (the client certificate's private key); set both or neither",
+            ),
+            (None, Some(_)) => self.error(
+                format!("{path}.cert_file"),
+                "is required with key_file (the client certificate); set both or neither",
+            ),
+            _ => {}
+        }
     }
 
     fn clickhouse(
@@ -1454,6 +1498,77 @@ mod tests {
             "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, table: {long}}}\n"
         ));
         assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    #[test]
+    fn postgres_tls_files_must_fit_the_mode() {
+        let pg = |rest: &str| {
+            errors(&format!(
+                "sinks:\n  db:\n    postgres: {{host: pg.db.svc, database: d, user: u, {rest}}}\n"
+            ))
+        };
+        for ok in [
+            "tls: disable",
+            "tls: require",
+            "tls: require, cert_file: /etc/spansink/pg/tls.crt, key_file: /etc/spansink/pg/tls.key",
+            "tls: verify-full",
+            "tls: verify-full, ca_file: /etc/spansink/pg/ca.crt",
+            "tls: verify-full, ca_file: /c, cert_file: /a, key_file: /b",
+        ] {
+            assert_eq!(pg(ok), Vec::<String>::new(), "{ok}");
+        }
+        for (bad, expected) in [
+            (
+                "ca_file: /etc/spansink/pg/ca.crt",
+                "sinks.db.postgres.ca_file: is set but tls is disable, so it would be ignored; set tls: verify-full",
+            ),
+            (
+                "tls: disable, cert_file: /a, key_file: /b",
+                "sinks.db.postgres.cert_file: is set but tls is disable",
+            ),
+            (
+                "tls: require, ca_file: /c",
+                "sinks.db.postgres.ca_file: tls: require does not check the server's certificate",
+            ),
+            (
+                "tls: verify-full, cert_file: /a",
+                "sinks.db.postgres.key_file: is required with cert_file",
+            ),
+            (
+                "tls: verify-full, key_file: /b",
+                "sinks.db.postgres.cert_file: is required with key_file",
+            ),
+            (
+                "tls: verify-full, ca_file: ' '",
+                "sinks.db.postgres.ca_file: must not be empty when set",
+            ),
+        ] {
+            let errs = pg(bad);
+            // One error per file set where none fits (cert_file and key_file: two).
+            let files = bad.matches("_file").count();
+            let want = if bad.contains("require") || bad.contains("verify-full") {
+                1
+            } else {
+                files
+            };
+            assert_eq!(errs.len(), want, "{bad}: {errs:#?}");
+            assert!(errs[0].starts_with(expected), "{bad}: {errs:#?}");
+        }
+        // Only libpq's spelling of the modes; no `prefer`.
+        for bad in ["verify_full", "prefer"] {
+            let yaml = format!(
+                "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, tls: {bad}}}\n"
+            );
+            let err = serde_yaml::from_str::<ExporterConfig>(&yaml).unwrap_err();
+            assert!(
+                err.to_string().contains("disable, require, verify-full")
+                    || err
+                        .to_string()
+                        .contains("`disable`, `require`, `verify-full`")
+                    || err.to_string().contains("expected one of"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

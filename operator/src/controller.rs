@@ -38,6 +38,7 @@ use crate::reconcile::{
 use crate::status::{self, Observed};
 
 mod children;
+mod secrets;
 mod workload;
 use children::{Cache, Holder, HoldsNames};
 use workload::{AppliedWorkload, watch_stateful_sets};
@@ -60,6 +61,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 const RECONCILE_CONCURRENCY: u16 = 16;
 /// How soon a SpanSink whose children's names are taken is looked at again.
 const NAME_CONFLICT_RETRY: Duration = Duration::from_secs(30);
+/// How soon a SpanSink whose mounted Secrets are missing is looked at again: Secrets are
+/// not watched (that would need list and watch of every Secret), so this is how the
+/// status notices one created later.
+const SECRET_MISSING_RETRY: Duration = Duration::from_secs(30);
 /// How long a ServiceMonitor discovery answer is trusted.
 const DISCOVERY_TTL: Duration = Duration::from_secs(60);
 
@@ -466,6 +471,7 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
     let previous = sink.status.clone().unwrap_or_default();
 
     let mut conflicts = Vec::new();
+    let mut secret_problems = Vec::new();
     let mut applied = AppliedWorkload::default();
     let result = match &desired {
         Desired::Children(children) => {
@@ -488,6 +494,7 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
                     )
                     .await;
                 }
+                secret_problems = secrets::missing(&ctx.client, &namespace, sink).await?;
                 "applied"
             } else {
                 "name_conflict"
@@ -512,6 +519,7 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
         replacing: applied.replacing,
         name_conflicts: &conflicts,
         refused_claim_change: applied.refused_claim_change.as_deref(),
+        secret_problems: &secret_problems,
     };
     let new_status = status::compute(sink, &desired, &observed, now);
     let changed = |type_: &str| {
@@ -520,10 +528,12 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
         (was != is).then(|| is.map(|c| c.2.clone())).flatten()
     };
     if let Desired::InvalidPipeline(errors) = &desired {
-        tracing::warn!(spansink = %name, namespace = %namespace, errors = %errors, "invalid pipeline; children left untouched");
+        tracing::warn!(spansink = %name, namespace = %namespace, errors = %errors, "invalid spec; children left untouched");
         if let Some(message) = changed(condition::CONFIG_VALID) {
-            ctx.event(sink, EventType::Warning, "InvalidPipeline", message)
-                .await;
+            // InvalidPipeline or InvalidSpec (secretMounts), as the condition says.
+            let reason = status::find(&new_status, condition::CONFIG_VALID)
+                .map_or("InvalidPipeline", |c| c.reason.as_str());
+            ctx.event(sink, EventType::Warning, reason, message).await;
         }
     }
     if !conflicts.is_empty() {
@@ -547,6 +557,15 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
         )
         .await;
     }
+    if let Some(first) = secret_problems.first()
+        && let Some(message) = changed(condition::READY)
+    {
+        // Names and paths only: the message never holds a Secret's value.
+        tracing::warn!(spansink = %name, namespace = %namespace, reason = first.reason,
+            problems = secret_problems.len(), "Secrets that spec.secretMounts needs are missing; the exporter pods cannot start");
+        ctx.event(sink, EventType::Warning, first.reason, message)
+            .await;
+    }
     if let Desired::Children(children) = &desired
         && let Some(why) = &children.service_monitor_skipped
         && status::find(&previous, condition::SERVICE_MONITOR).map(|c| c.status.as_str())
@@ -565,10 +584,12 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
     }
     // A conflicting object is not watched (it lacks the operator's label), so its removal
     // triggers nothing: look again soon.
-    let action = if conflicts.is_empty() {
-        Action::requeue(RESYNC)
-    } else {
+    let action = if !conflicts.is_empty() {
         Action::requeue(NAME_CONFLICT_RETRY)
+    } else if !secret_problems.is_empty() {
+        Action::requeue(SECRET_MISSING_RETRY)
+    } else {
+        Action::requeue(RESYNC)
     };
     Ok((result, action))
 }

@@ -121,6 +121,16 @@ pub struct SpanSinkSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env_from: Vec<EnvFromSource>,
 
+    /// Secrets mounted read-only as files in the exporter container, each in its own
+    /// directory below `/etc/spansink`: the files the pipeline names by path (a sink's
+    /// `ca_file`, `cert_file`, `key_file`). Files are readable by the exporter's user only
+    /// (mode 0440, group 65532). A Secret update reaches running pods through the kubelet's
+    /// volume update (typically within a minute), without a rollout; the exporter sees the
+    /// new files when it next reads them. A missing Secret (or key) is reported in the
+    /// `Ready` condition, since the pods cannot start without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_mounts: Vec<SecretMount>,
+
     /// Node labels the exporter pods must run on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
@@ -178,6 +188,37 @@ impl SpanSinkSpec {
     pub fn persistent_queue_volume(&self) -> Option<&PersistentQueueVolume> {
         self.queue_volume.as_ref()?.persistent.as_ref()
     }
+}
+
+/// One Secret mounted as a directory of files, e.g. a cert-manager certificate Secret at
+/// `/etc/spansink/tls` gives `/etc/spansink/tls/tls.crt`, `tls.key` and `ca.crt`.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMount {
+    /// Name of the Secret, in the SpanSink's namespace.
+    pub secret_name: String,
+    /// Absolute path of the directory the Secret's files appear in: strictly below
+    /// `/etc/spansink` (where the rendered config is mounted too), e.g. `/etc/spansink/tls`;
+    /// not `/etc/spansink/config.yaml`, and neither inside nor around another secret mount.
+    pub mount_path: String,
+    /// Which keys to mount and the file name of each. Unset: every key of the Secret, as a
+    /// file named after the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<SecretMountItem>,
+    /// Let the pods start without the Secret (an empty directory) or without a key named in
+    /// `items`. Default: `false`: the pods wait for the Secret, and the status names it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
+}
+
+/// One key of a mounted Secret and the file it becomes.
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMountItem {
+    /// Key in the Secret's `data`, e.g. `tls.crt`.
+    pub key: String,
+    /// File path relative to `mountPath`, e.g. `server.crt` or `client/tls.crt`; no `..`.
+    pub path: String,
 }
 
 /// Kubernetes image pull policy of a container.
@@ -435,8 +476,9 @@ pub struct SpanSinkStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `ConfigValid`, `Available`, `Progressing`, `Ready` (and `ServiceMonitor` when one
-    /// is requested), each with a reason and a message; an invalid pipeline's message
-    /// names the offending field, e.g. `sinks.main.fallback`.
+    /// is requested), each with a reason and a message; an invalid spec's message names
+    /// the offending field, e.g. `spec.pipeline.sinks.main.fallback`, and a Secret that
+    /// `secretMounts` needs but the namespace lacks is named in `Ready` (`SecretMissing`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -471,7 +513,7 @@ pub struct Endpoints {
 
 /// Condition types, as written in `status.conditions[].type`.
 pub mod condition {
-    /// The pipeline passed the exporter's validation.
+    /// The spec passed validation: the pipeline the exporter's, `secretMounts` the operator's.
     pub const CONFIG_VALID: &str = "ConfigValid";
     /// At least one exporter pod is ready.
     pub const AVAILABLE: &str = "Available";

@@ -6,7 +6,7 @@ use kube::api::ObjectMeta;
 
 use crate::crd::{
     AutoscalingSpec, ManagementState, PersistentQueueVolume, PodDisruptionBudgetSpec,
-    QueueVolumeSpec, SpanSink, SpanSinkSpec,
+    QueueVolumeSpec, SecretMount, SecretMountItem, SpanSink, SpanSinkSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -40,6 +40,7 @@ impl SpanSink {
                 resources: None,
                 env: Vec::new(),
                 env_from: Vec::new(),
+                secret_mounts: Vec::new(),
                 node_selector: Default::default(),
                 tolerations: Vec::new(),
                 affinity: None,
@@ -96,6 +97,31 @@ impl SpanSink {
             ..EnvFromSource::default()
         });
         self
+    }
+
+    /// Mounts Secret `secret` at `mount_path`, every key as a file.
+    pub fn with_secret_mount(mut self, secret: &str, mount_path: &str) -> SpanSink {
+        self.spec.secret_mounts.push(SecretMount {
+            secret_name: secret.into(),
+            mount_path: mount_path.into(),
+            items: Vec::new(),
+            optional: false,
+        });
+        self
+    }
+
+    /// The receiver's certificate from cert-manager Secret `receiver-tls` (every key) at
+    /// `/etc/spansink/tls`, and only `ca.crt` of Secret `postgres-ca` at
+    /// `/etc/spansink/postgres/root.crt`.
+    pub fn with_secret_mounts(self) -> SpanSink {
+        let mut sink = self
+            .with_secret_mount("receiver-tls", "/etc/spansink/tls")
+            .with_secret_mount("postgres-ca", "/etc/spansink/postgres");
+        sink.spec.secret_mounts[1].items = vec![SecretMountItem {
+            key: "ca.crt".into(),
+            path: "root.crt".into(),
+        }];
+        sink
     }
 
     pub fn with_service_monitor(mut self) -> SpanSink {

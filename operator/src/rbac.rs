@@ -50,6 +50,12 @@ pub const WATCHED_NAMESPACE_RULES: &[Rule] = &[
         why: "the rendered exporter config and the OTLP Service (removed by owner-reference garbage collection)",
     },
     Rule {
+        api_group: "",
+        resources: &["secrets"],
+        verbs: &["get"],
+        why: "check that the Secrets spec.secretMounts names exist (and hold the keys its items name), for the status; not watched, never copied",
+    },
+    Rule {
         api_group: "apps",
         resources: &["deployments", "statefulsets"],
         verbs: APPLY_AND_DELETE,
@@ -174,7 +180,13 @@ mod tests {
             "persistentvolumeclaims",
             "get"
         ));
-        assert!(!allowed(WATCHED_NAMESPACE_RULES, "", "secrets", "get"));
+        assert!(allowed(WATCHED_NAMESPACE_RULES, "", "secrets", "get"));
+        for verb in ["list", "watch", "create", "patch", "update", "delete"] {
+            assert!(
+                !allowed(WATCHED_NAMESPACE_RULES, "", "secrets", verb),
+                "{verb}"
+            );
+        }
         assert!(allowed(
             LEADER_ELECTION_RULES,
             "coordination.k8s.io",

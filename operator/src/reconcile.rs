@@ -31,10 +31,12 @@ use spansink_config::{ExporterConfig, ValidationErrors};
 use crate::crd::{ImagePullPolicy, ManagementState, QueueVolumeSpec, SpanSink};
 use crate::error::{Error, Result};
 
+mod secret_mounts;
 mod stateful_set;
 mod volume_paths;
 mod workload;
 
+pub use secret_mounts::{FoundSecret, SECRET_FILE_MODE, SecretProblem, secret_problems};
 pub use stateful_set::{ClaimChange, DATA_VOLUME, keep_live_claims};
 pub use workload::{Rollout, Workload, WorkloadKind};
 
@@ -111,7 +113,8 @@ pub struct Children {
 pub enum Desired {
     /// Make the cluster hold exactly these children.
     Children(Box<Children>),
-    /// The pipeline fails validation ([`validate`]): report it and leave every child as it is.
+    /// The spec fails validation ([`validate`]), in its pipeline or in the operator's own
+    /// fields (`secretMounts`): report it and leave every child as it is.
     InvalidPipeline(ValidationErrors),
     /// `managementState: unmanaged`: leave every child as it is.
     Unmanaged,
@@ -173,7 +176,9 @@ pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> 
 }
 
 /// The exporter's own validation of the pipeline, plus what the operator's pods add: every
-/// durable queue must lie on the queue volume. Paths are relative to `spec.pipeline`.
+/// durable queue must lie on the queue volume, and `spec.secretMounts` must be mountable.
+/// Paths are from the SpanSink's root (`spec.pipeline.sinks.main.fallback`,
+/// `spec.secretMounts[1].mountPath`).
 pub fn validate(sink: &SpanSink) -> std::result::Result<(), ValidationErrors> {
     let mut errors = match spansink_config::validate(&sink.spec.pipeline) {
         Ok(()) => Vec::new(),
@@ -182,6 +187,10 @@ pub fn validate(sink: &SpanSink) -> std::result::Result<(), ValidationErrors> {
     errors.extend(volume_paths::durable_queues_off_the_volume(
         &sink.spec.pipeline,
     ));
+    for error in &mut errors {
+        error.path.insert_str(0, "spec.pipeline.");
+    }
+    errors.extend(secret_mounts::validate(&sink.spec.secret_mounts));
     if errors.is_empty() {
         Ok(())
     } else {
@@ -357,24 +366,29 @@ impl Context<'_> {
                 seccomp_profile: Some(runtime_default_seccomp()),
                 ..SecurityContext::default()
             }),
-            volume_mounts: Some(vec![
-                VolumeMount {
-                    name: "config".into(),
-                    mount_path: CONFIG_DIR.into(),
-                    read_only: Some(true),
-                    ..VolumeMount::default()
-                },
-                VolumeMount {
-                    name: DATA_VOLUME.into(),
-                    mount_path: DATA_DIR.into(),
-                    ..VolumeMount::default()
-                },
-                VolumeMount {
-                    name: "tmp".into(),
-                    mount_path: "/tmp".into(),
-                    ..VolumeMount::default()
-                },
-            ]),
+            volume_mounts: Some(
+                vec![
+                    VolumeMount {
+                        name: "config".into(),
+                        mount_path: CONFIG_DIR.into(),
+                        read_only: Some(true),
+                        ..VolumeMount::default()
+                    },
+                    VolumeMount {
+                        name: DATA_VOLUME.into(),
+                        mount_path: DATA_DIR.into(),
+                        ..VolumeMount::default()
+                    },
+                    VolumeMount {
+                        name: "tmp".into(),
+                        mount_path: "/tmp".into(),
+                        ..VolumeMount::default()
+                    },
+                ]
+                .into_iter()
+                .chain(secret_mounts::volume_mounts(&spec.secret_mounts))
+                .collect(),
+            ),
             ..Container::default()
         };
 
@@ -393,6 +407,9 @@ impl Context<'_> {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         });
+        // No hash of the Secrets' contents on the template: their updates reach the pods
+        // through the kubelet's volume refresh, without a rollout.
+        volumes.extend(secret_mounts::volumes(&spec.secret_mounts));
 
         PodTemplateSpec {
             metadata: Some(ObjectMeta {

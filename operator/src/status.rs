@@ -7,8 +7,8 @@ use kube::ResourceExt;
 
 use crate::crd::{Endpoints, SpanSink, SpanSinkStatus, condition};
 use crate::reconcile::{
-    Desired, GRPC_PORT, HTTP_PORT, METRICS_PORT, Rollout, Workload, WorkloadKind, selector_string,
-    service_host,
+    Desired, GRPC_PORT, HTTP_PORT, METRICS_PORT, Rollout, SecretProblem, Workload, WorkloadKind,
+    selector_string, service_host,
 };
 
 /// What the controller found in the cluster, beside the SpanSink itself.
@@ -26,6 +26,8 @@ pub struct Observed<'a> {
     /// Why the claims the spec asks for are not applied (a StatefulSet's claim templates
     /// cannot change).
     pub refused_claim_change: Option<&'a str>,
+    /// The Secrets (or keys) that `spec.secretMounts` needs and the cluster lacks.
+    pub secret_problems: &'a [SecretProblem],
 }
 
 /// The status a SpanSink should show now; `now` stamps conditions whose status changed
@@ -59,8 +61,9 @@ pub fn compute(
         });
     };
 
-    // ConfigValid: the exporter's validation and the operator's own (durable queue paths).
-    let config_valid = match crate::reconcile::validate(sink) {
+    // ConfigValid: the exporter's validation and the operator's own (durable queue paths,
+    // secret mounts). `invalid` is the reason, also Ready's.
+    let invalid = match crate::reconcile::validate(sink) {
         Ok(()) => {
             set(
                 condition::CONFIG_VALID,
@@ -68,22 +71,31 @@ pub fn compute(
                 "Valid",
                 "spec.pipeline passed the exporter's validation".into(),
             );
-            true
+            None
         }
         Err(errors) => {
             let message = errors
                 .0
                 .iter()
-                .map(|e| format!("spec.pipeline.{}: {}", e.path, e.message))
+                .map(|e| format!("{}: {}", e.path, e.message))
                 .collect::<Vec<_>>()
                 .join("; ");
+            let reason = if errors
+                .0
+                .iter()
+                .all(|e| e.path.starts_with("spec.pipeline."))
+            {
+                "InvalidPipeline"
+            } else {
+                "InvalidSpec"
+            };
             set(
                 condition::CONFIG_VALID,
                 false,
-                "InvalidPipeline",
+                reason,
                 format!("{message}; the running exporter keeps its previous config"),
             );
-            false
+            Some(reason)
         }
     };
 
@@ -150,11 +162,11 @@ pub fn compute(
             "Unmanaged",
             "managementState is unmanaged: the operator does not update the exporter".to_string(),
         )
-    } else if !config_valid {
+    } else if let Some(reason) = invalid {
         (
             false,
-            "InvalidPipeline",
-            "spec.pipeline is invalid; see the ConfigValid condition".into(),
+            reason,
+            "the spec is invalid; see the ConfigValid condition".into(),
         )
     } else if !observed.name_conflicts.is_empty() {
         (
@@ -167,6 +179,14 @@ pub fn compute(
         )
     } else if let Some(why) = observed.refused_claim_change {
         (false, "QueueVolumeChangeRefused", why.to_string())
+    } else if let Some(first) = observed.secret_problems.first() {
+        let all = observed
+            .secret_problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        (false, first.reason, all)
     } else if !available {
         (false, "NotAvailable", "no exporter pod is ready yet".into())
     } else if progressing {

@@ -12,6 +12,10 @@
 - apiGroups: [""]
   resources: ["configmaps", "services"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# check that the Secrets spec.secretMounts names exist (and hold the keys its items name), for the status; not watched, never copied
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # the exporter pods (a StatefulSet with a persistent queue volume); status is read back into the SpanSink; the other kind is deleted when spec.queueVolume switches
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]

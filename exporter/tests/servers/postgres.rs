@@ -15,6 +15,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
     running: bool,
+    /// Server settings beside the port and socket (`-c ssl=on ...`).
+    extra_options: String,
 }
 
 impl Postgres {
@@ -47,7 +49,44 @@ impl Postgres {
             dir,
             port: free_port(),
             running: false,
+            extra_options: String::new(),
         }
+    }
+
+    /// A new cluster serving TLS with this certificate and key (PEM files), running.
+    /// `client_ca`: verify client certificates against it (for `cert` authentication).
+    /// `hba`: the pg_hba.conf lines, replacing initdb's (which trust every connection).
+    pub fn start_tls(cert: &Path, key: &Path, client_ca: Option<&Path>, hba: Option<&str>) -> Self {
+        let mut pg = Self::init();
+        let tls = pg.dir.path().join("tls");
+        std::fs::create_dir(&tls).expect("tls dir");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")]
+            .into_iter()
+            .chain(client_ca.map(|ca| (ca, "ca.crt")))
+        {
+            std::fs::copy(from, tls.join(to)).expect("copy a TLS file");
+        }
+        // The server refuses a key that others can read, or that it does not own.
+        run(Command::new("chown")
+            .arg("-R")
+            .arg("postgres:postgres")
+            .arg(&tls));
+        run(Command::new("chmod").arg("600").arg(tls.join("server.key")));
+        pg.extra_options = format!(
+            " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+            tls.display()
+        );
+        if client_ca.is_some() {
+            pg.extra_options
+                .push_str(&format!(" -c ssl_ca_file={}/ca.crt", tls.display()));
+        }
+        if let Some(hba) = hba {
+            let file = pg.data().join("pg_hba.conf");
+            std::fs::write(&file, hba).expect("write pg_hba.conf");
+            run(Command::new("chown").arg("postgres:postgres").arg(&file));
+        }
+        pg.start_server();
+        pg
     }
 
     pub fn port(&self) -> u16 {
@@ -63,9 +102,10 @@ impl Postgres {
     pub fn start_server(&mut self) {
         let pg_ctl = require_binary("pg_ctl", &[BIN_DIR], "postgresql");
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=50",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=50{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra_options
         );
         let output = as_postgres(&pg_ctl)
             .arg("-D")

@@ -1,6 +1,7 @@
 //! The real kube Controller driven against the in-process fake API server, through the
 //! issue's scenario; every API call it makes is checked against the RBAC table.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kube::runtime::events::Reporter;
@@ -929,6 +930,152 @@ async fn a_durable_queue_off_the_queue_volume_is_refused_in_the_status() {
     });
     eventually("Deployment", || {
         fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    stop_controller(task, stop).await;
+}
+
+fn secrets() -> Kind {
+    kind("", "v1", "secrets")
+}
+
+/// A Secret of `team-a` as `kubectl apply` would send it, holding `keys` (value `s3cr3t`).
+fn secret(name: &str, keys: &[&str]) -> Value {
+    let data: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|k| (k.to_string(), json!("s3cr3t")))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "team-a"}, "stringData": data})
+}
+
+fn ready(fake: &FakeApiServer) -> Option<(String, String, String)> {
+    let s = fake.get(&spansinks(), "team-a", "traces")?;
+    let (status, message) = condition(&s, "Ready")?;
+    Some((status, ready_reason(fake)?, message))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_secret_or_key_is_named_in_the_status_until_it_is_created() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_secret_mounts();
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    fake.put(
+        &secrets(),
+        secret("receiver-tls", &["tls.crt", "tls.key", "ca.crt"]),
+    );
+    let (task, stop) = start(&fake);
+
+    // The children are applied all the same (the pods wait for the Secret); the status
+    // says which Secret, where it is mounted, and what to do.
+    let deployment = eventually("Deployment", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["volumes"][3]["secret"]["secretName"],
+        "postgres-ca"
+    );
+    mark_rolled_out(&fake);
+    let (status, _, message) = eventually("Ready=False SecretMissing", || {
+        ready(&fake).filter(|r| r.1 == "SecretMissing")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert_eq!(
+        message,
+        "Secret team-a/postgres-ca (spec.secretMounts[1], mounted at /etc/spansink/postgres) \
+         does not exist: new exporter pods cannot start until it does; create it, or set optional: true"
+    );
+    let warning = eventually("SecretMissing event", || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == "SecretMissing")
+    })
+    .await;
+    assert!(
+        warning["note"]
+            .as_str()
+            .unwrap()
+            .contains("team-a/postgres-ca")
+    );
+
+    // Created without the key `items` names: found on the next look (Secrets are not
+    // watched), and the key is named.
+    fake.put(&secrets(), secret("postgres-ca", &["tls.crt"]));
+    tokio::time::sleep(SECRET_MISSING_RETRY + Duration::from_secs(1)).await;
+    let (_, _, message) = eventually("Ready=False SecretKeyMissing", || {
+        ready(&fake).filter(|r| r.1 == "SecretKeyMissing")
+    })
+    .await;
+    assert!(
+        message.starts_with(
+            "Secret team-a/postgres-ca has no key ca.crt (spec.secretMounts[1].items[0].key)"
+        ),
+        "{message}"
+    );
+
+    // With the key: Ready.
+    fake.put(&secrets(), secret("postgres-ca", &["ca.crt"]));
+    tokio::time::sleep(SECRET_MISSING_RETRY + Duration::from_secs(1)).await;
+    eventually("Ready=True", || ready(&fake).filter(|r| r.0 == "True")).await;
+
+    // Names only: no Secret value in the status or the events.
+    let everything = format!(
+        "{} {:?}",
+        fake.get(&spansinks(), "team-a", "traces").unwrap(),
+        fake.list(&events(), "team-a")
+    );
+    assert!(!everything.contains("s3cr3t") && !everything.contains("czNjcjN0"));
+    // Secrets are only ever read one by one.
+    let secret_verbs: BTreeSet<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.resource == "secrets")
+        .map(|c| c.verb)
+        .collect();
+    assert_eq!(secret_verbs, BTreeSet::from(["get".to_string()]));
+    assert_calls_allowed(&fake);
+    stop_controller(task, stop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_optional_secret_mount_needs_no_secret_and_a_bad_one_is_an_invalid_spec() {
+    let fake = FakeApiServer::default();
+    let mut sink = SpanSink::fixture().with_secret_mount("later", "/etc/spansink/later");
+    sink.spec.secret_mounts[0].optional = true;
+    sink.metadata.uid = None;
+    fake.put(&spansinks(), serde_json::to_value(&sink).unwrap());
+    let (task, stop) = start(&fake);
+    eventually("Deployment", || {
+        fake.get(&deployments(), "team-a", "traces")
+    })
+    .await;
+    mark_rolled_out(&fake);
+    eventually("Ready=True", || ready(&fake).filter(|r| r.0 == "True")).await;
+    assert!(
+        fake.calls().iter().all(|c| c.resource != "secrets"),
+        "an optional Secret is not looked up"
+    );
+
+    update_spec(&fake, |s| {
+        s.spec.secret_mounts[0].mount_path = "/etc/spansink/config.yaml".into();
+    });
+    let (_, message) = eventually("ConfigValid=False", || {
+        let s = fake.get(&spansinks(), "team-a", "traces")?;
+        condition(&s, "ConfigValid").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert!(
+        message.starts_with("spec.secretMounts[0].mountPath: /etc/spansink/config.yaml would hide"),
+        "{message}"
+    );
+    assert_eq!(ready_reason(&fake).as_deref(), Some("InvalidSpec"));
+    eventually("InvalidSpec event", || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == "InvalidSpec")
     })
     .await;
     stop_controller(task, stop).await;

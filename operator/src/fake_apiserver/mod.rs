@@ -10,9 +10,12 @@
 //! Deployment `spec.selector`, or a change to a StatefulSet spec field other than those its
 //! controller rolls out (`volumeClaimTemplates`, `serviceName`, ...), is 422 `Invalid`; a watch from a resourceVersion older than
 //! the retained history gets a 410 `Expired` ERROR event. Not modelled: garbage
-//! collection, admission, defaulting, schema validation, RBAC (calls are recorded instead).
+//! collection, admission, defaulting (but a Secret's `stringData` is folded into `data`,
+//! `secrets.rs`), schema validation, RBAC (calls are recorded instead). A get that asks for
+//! `PartialObjectMetadata` gets only the metadata; lists and watches answer whole objects.
 
 mod fields;
+mod secrets;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -136,6 +139,7 @@ impl FakeApiServer {
         let key = (kind.clone(), ns, name);
         let existing = st.objects.get(&key).cloned();
         let mut object = object;
+        secrets::normalize(kind, &mut object);
         fields::record_update(existing.as_ref(), &mut object, DEFAULT_MANAGER);
         st.store(key, existing, object)
     }
@@ -200,6 +204,13 @@ impl FakeApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        // `kube::Api::get_metadata`'s Accept header: only the object's metadata comes back
+        // (modelled for get; list and watch answer whole objects).
+        let metadata_only = parts
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("as=PartialObjectMetadata"));
         let mut st = self.state.lock().unwrap();
         let Route::Resource {
             kind,
@@ -318,6 +329,11 @@ impl FakeApiServer {
                 let ns = namespace.unwrap_or_default();
                 let name = name.unwrap_or_default();
                 match st.objects.get(&(kind.clone(), ns, name.clone())) {
+                    Some(o) if metadata_only => json_response(
+                        StatusCode::OK,
+                        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                               "metadata": o["metadata"]}),
+                    ),
                     Some(o) => json_response(StatusCode::OK, o.clone()),
                     None => not_found(&kind, &name),
                 }
@@ -345,6 +361,7 @@ impl FakeApiServer {
                     .get("fieldManager")
                     .map(String::as_str)
                     .unwrap_or(DEFAULT_MANAGER);
+                secrets::normalize(&kind, &mut object);
                 fields::record_update(None, &mut object, manager);
                 let stored = st.store(key, None, object);
                 json_response(StatusCode::CREATED, stored)
@@ -418,6 +435,8 @@ impl FakeApiServer {
                         object
                     }
                 };
+                let mut merged = merged;
+                secrets::normalize(&kind, &mut merged);
                 if let Some(refused) =
                     immutable_field_changed(&kind, existing.as_ref(), &merged, &key.2)
                 {

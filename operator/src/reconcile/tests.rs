@@ -363,7 +363,7 @@ fn invalid_pipeline_produces_no_children_and_names_the_field() {
     match desired(&sink, &settings()).unwrap() {
         Desired::InvalidPipeline(errors) => {
             assert_eq!(errors.0.len(), 1, "{errors}");
-            assert_eq!(errors.0[0].path, "sinks.main.fallback");
+            assert_eq!(errors.0[0].path, "spec.pipeline.sinks.main.fallback");
             assert!(errors.0[0].message.contains("dead-letter"), "{errors}");
         }
         other => panic!("expected InvalidPipeline, got {other:?}"),
@@ -935,7 +935,10 @@ fn a_durable_queue_off_the_queue_volume_is_refused_naming_sink_and_field() {
     match desired(&sink, &settings()).unwrap() {
         Desired::InvalidPipeline(errors) => {
             assert_eq!(errors.0.len(), 1, "{errors}");
-            assert_eq!(errors.0[0].path, "sinks.main.queue.durable.path");
+            assert_eq!(
+                errors.0[0].path,
+                "spec.pipeline.sinks.main.queue.durable.path"
+            );
             assert!(errors.0[0].message.contains("/data/queue"), "{errors}");
             assert!(
                 errors.0[0].message.contains("/var/lib/spansink"),
@@ -1049,5 +1052,126 @@ fn live_claim_templates_are_kept_and_a_changed_one_is_reported() {
                 .as_deref(),
             Some("standard")
         );
+    }
+}
+
+/// The pod template's Secret volumes and the container's mounts of them, as JSON.
+fn secret_volumes_and_mounts(
+    template: &serde_json::Value,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let spec = &template["spec"];
+    let volumes = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v.get("secret").is_some())
+        .cloned()
+        .collect();
+    let mounts = spec["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"].as_str().unwrap().starts_with("secret-"))
+        .cloned()
+        .collect();
+    (volumes, mounts)
+}
+
+#[test]
+fn secret_mounts_become_read_only_secret_volumes_on_both_workload_kinds() {
+    let sink = SpanSink::fixture().with_secret_mounts();
+    let deployment = children(&sink).deployment().clone();
+    let stateful = children(&sink.clone().with_persistent_queue("1Gi", None))
+        .stateful_set()
+        .clone();
+    for template in [
+        serde_json::to_value(&deployment.spec.as_ref().unwrap().template).unwrap(),
+        serde_json::to_value(&stateful.spec.as_ref().unwrap().template).unwrap(),
+    ] {
+        let (volumes, mounts) = secret_volumes_and_mounts(&template);
+        assert_eq!(
+            volumes,
+            [
+                serde_json::json!({"name": "secret-0", "secret": {"secretName": "receiver-tls", "defaultMode": 0o440}}),
+                serde_json::json!({"name": "secret-1", "secret": {"secretName": "postgres-ca", "defaultMode": 0o440,
+                    "items": [{"key": "ca.crt", "path": "root.crt"}]}}),
+            ]
+        );
+        assert_eq!(
+            mounts,
+            [
+                serde_json::json!({"name": "secret-0", "mountPath": "/etc/spansink/tls", "readOnly": true}),
+                serde_json::json!({"name": "secret-1", "mountPath": "/etc/spansink/postgres", "readOnly": true}),
+            ]
+        );
+        // The config stays mounted where the exporter reads it.
+        assert_eq!(
+            template["spec"]["containers"][0]["volumeMounts"][0],
+            serde_json::json!({"name": "config", "mountPath": "/etc/spansink", "readOnly": true})
+        );
+    }
+}
+
+#[test]
+fn secret_mounts_do_not_touch_the_config_hash() {
+    // Secret contents never reach the template: a Secret update must not roll the pods
+    // (the kubelet updates the files), and the config hash covers the config only.
+    let plain = children(&SpanSink::fixture());
+    let mounted = children(&SpanSink::fixture().with_secret_mounts());
+    assert_eq!(plain.config_hash, mounted.config_hash);
+    assert_eq!(
+        hash_annotation(plain.deployment()),
+        hash_annotation(mounted.deployment())
+    );
+}
+
+#[test]
+fn pods_with_secret_mounts_pass_the_restricted_pod_security_standard() {
+    for (what, sink) in [
+        (
+            "Deployment pod with secretMounts",
+            SpanSink::fixture().with_secret_mounts(),
+        ),
+        (
+            "StatefulSet pod with secretMounts",
+            with_user_settings()
+                .with_secret_mounts()
+                .with_persistent_queue("1Gi", None),
+        ),
+    ] {
+        let c = children(&sink);
+        let pod = match c.workload.kind() {
+            WorkloadKind::Deployment => {
+                serde_json::to_value(&c.deployment().spec.as_ref().unwrap().template).unwrap()
+            }
+            WorkloadKind::StatefulSet => stateful_set_pod(c.stateful_set(), 0),
+        };
+        assert_eq!(secret_volumes_and_mounts(&pod).0.len(), 2, "{what}");
+        pod_security::assert_restricted(what, &pod);
+    }
+}
+
+#[test]
+fn a_bad_secret_mount_is_refused_naming_its_field_from_the_spansink_root() {
+    let sink = SpanSink::fixture()
+        .with_secret_mount("receiver-tls", "/etc/spansink/tls")
+        .with_secret_mount("Bad_Name", "/var/lib/spansink/tls");
+    match desired(&sink, &settings()).unwrap() {
+        Desired::InvalidPipeline(errors) => {
+            let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+            assert_eq!(
+                paths,
+                [
+                    "spec.secretMounts[1].secretName",
+                    "spec.secretMounts[1].mountPath"
+                ],
+                "{errors}"
+            );
+            assert!(
+                errors.0[1].message.contains("/var/lib/spansink"),
+                "{errors}"
+            );
+        }
+        other => panic!("expected InvalidPipeline, got {other:?}"),
     }
 }

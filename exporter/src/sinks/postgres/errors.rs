@@ -52,7 +52,17 @@ const UNDEFINED_OBJECT: &str = "undefined_table";
 pub fn classify(doing: &str, error: &tokio_postgres::Error) -> PostgresError {
     let Some(db) = error.as_db_error() else {
         // No SQLSTATE: the connection failed or closed, or timed out while connecting.
-        // The server never answered this statement, so trying again may work.
+        // The server never answered this statement, so trying again may work. A TLS
+        // failure too: a renewed certificate or CA file is read by the next connection.
+        if is_tls_failure(error) {
+            return PostgresError::Transient {
+                reason: "tls",
+                message: format!(
+                    "PostgreSQL: cannot {doing}: {}; check the sink's tls, ca_file, cert_file and key_file against the server's certificate and pg_hba.conf",
+                    error_chain(error)
+                ),
+            };
+        }
         return PostgresError::Transient {
             reason: "connect",
             message: format!("PostgreSQL: cannot {doing}: {}", error_chain(error)),
@@ -180,6 +190,15 @@ pub fn sqlstate_class(code: &str) -> Class {
 }
 
 /// An error and its sources in one line (the driver's top-level message says little).
+/// Whether the connection failed in its TLS setup or handshake (bad certificate, unknown
+/// CA, wrong host name, unreadable file, a server without TLS). tokio-postgres exposes no
+/// error kind, only this text of its `Kind::Tls`.
+fn is_tls_failure(error: &tokio_postgres::Error) -> bool {
+    error
+        .to_string()
+        .starts_with("error performing TLS handshake")
+}
+
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![error.to_string()];
     let mut current = error.source();

@@ -5,11 +5,12 @@
 //! Why COPY into staging and not COPY into the table: COPY cannot skip rows that exist,
 //! and a retried batch (the first attempt committed but its answer was lost) must not
 //! duplicate rows. The INSERT from staging keeps COPY's cheap parsing and adds the
-//! unique-key check. Plain TCP only: this build has no TLS (see `PostgresTlsMode`).
+//! unique-key check. TLS (`tls: require | verify-full`) is `tls.rs`.
 
 pub mod encoding;
 pub mod errors;
 pub mod schema;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,8 +21,9 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
 };
 use futures::SinkExt;
-use spansink_config::{PostgresSinkConfig, PostgresTlsMode};
+use spansink_config::PostgresSinkConfig;
 use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
 
 use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError};
@@ -30,6 +32,7 @@ use crate::telemetry::metrics::Metrics;
 
 use errors::{PostgresError, classify, classify_pool};
 use schema::Table;
+use tls::PostgresTls;
 
 /// COPY data is sent in messages of this size: big enough that per-message overhead
 /// vanishes, small enough that the driver's buffer stays small.
@@ -76,8 +79,7 @@ impl PostgresSink {
             sink: name.to_string(),
             message,
         };
-        // Plain TCP is the only mode; a new mode added to the config fails to compile here.
-        let PostgresTlsMode::Disable = config.tls;
+        let tls = PostgresTls::new(config).map_err(|e| build_error(e.to_string()))?;
         let mut pg = tokio_postgres::Config::new();
         pg.host(&config.host)
             .port(config.port)
@@ -89,7 +91,13 @@ impl PostgresSink {
             // at info level on every new connection.
             .options("-c client_min_messages=warning")
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(30));
+            .keepalives_idle(Duration::from_secs(30))
+            // With TLS, a server that does not offer it is refused (no plain fallback).
+            .ssl_mode(if tls.is_some() {
+                SslMode::Require
+            } else {
+                SslMode::Disable
+            });
         if let Some(var) = &config.password_env {
             let password = env(var).ok_or_else(|| {
                 build_error(format!(
@@ -98,16 +106,24 @@ impl PostgresSink {
             })?;
             pg.password(password);
         }
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                // A connection is checked for being closed when taken from the pool; a
-                // dead one is replaced. An export cancelled mid-transaction leaves a clean
-                // connection: the driver queues the ROLLBACK (and CopyFail) on drop.
-                recycling_method: RecyclingMethod::Fast,
-            },
+        let manager_config = ManagerConfig {
+            // A connection is checked for being closed when taken from the pool; a
+            // dead one is replaced. An export cancelled mid-transaction leaves a clean
+            // connection: the driver queues the ROLLBACK (and CopyFail) on drop.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        tracing::info!(
+            sink = %name,
+            host = %config.host,
+            tls = %config.tls,
+            ca_file = config.ca_file.as_deref().unwrap_or(""),
+            client_certificate = config.cert_file.is_some(),
+            "PostgreSQL sink connection settings"
         );
+        let manager = match tls {
+            Some(tls) => Manager::from_config(pg, tls, manager_config),
+            None => Manager::from_config(pg, NoTls, manager_config),
+        };
         let max_connections = usize::try_from(config.max_connections).unwrap_or(usize::MAX);
         let pool = Pool::builder(manager)
             .max_size(max_connections)
