@@ -11,10 +11,12 @@ use super::values;
 use crate::otlp::WireError;
 use crate::otlp::view::KeyValueView;
 
-/// One `KeyValue`: its value is an encoded `AnyValue` body (`None`: no value field).
+/// One `KeyValue`: its key as bytes (the scan checked they are UTF-8, and rules compare
+/// bytes, so no check again), its value an encoded `AnyValue` body (`None`: no value
+/// field).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attribute<'a> {
-    pub key: Cow<'a, str>,
+    pub key: Cow<'a, [u8]>,
     pub value: Option<Cow<'a, [u8]>>,
 }
 
@@ -22,14 +24,8 @@ impl<'a> Attribute<'a> {
     /// Reads one encoded `KeyValue`.
     pub fn parse(body: &'a [u8]) -> Result<Self, WireError> {
         let view = KeyValueView::parse(body)?;
-        let key = std::str::from_utf8(view.key).map_err(|_| {
-            WireError(
-                "an attribute key is not UTF-8 (the request passed the wire scan; this is a bug)"
-                    .into(),
-            )
-        })?;
         Ok(Self {
-            key: Cow::Borrowed(key),
+            key: Cow::Borrowed(view.key),
             value: view.value,
         })
     }
@@ -47,7 +43,7 @@ pub fn write_list(attributes: &[Attribute<'_>], field: u32, out: &mut Vec<u8>) {
         encode_varint(len as u64, out);
         encode_key(1, WireType::LengthDelimited, out);
         encode_varint(key_len as u64, out);
-        out.extend_from_slice(a.key.as_bytes());
+        out.extend_from_slice(&a.key);
         if let Some(value) = &a.value {
             encode_key(2, WireType::LengthDelimited, out);
             encode_varint(value.len() as u64, out);
@@ -87,7 +83,7 @@ fn apply_rule<'a>(
             }
         }
         Action::Insert { key, value } => {
-            if !attributes.iter().any(|a| a.key == key.as_str()) {
+            if !attributes.iter().any(|a| *a.key == *key.as_bytes()) {
                 attributes.push(new_attribute(key, value));
                 n += 1;
             }
@@ -101,11 +97,11 @@ fn apply_rule<'a>(
             n = (before - attributes.len()) as u64;
         }
         Action::Rename { from, to } => {
-            if attributes.iter().any(|a| a.key == from.as_str()) {
+            if attributes.iter().any(|a| *a.key == *from.as_bytes()) {
                 // The renamed attribute replaces one that already had the new key.
-                attributes.retain(|a| a.key != to.as_str());
-                for a in attributes.iter_mut().filter(|a| a.key == from.as_str()) {
-                    a.key = Cow::Borrowed(to);
+                attributes.retain(|a| *a.key != *to.as_bytes());
+                for a in attributes.iter_mut().filter(|a| *a.key == *from.as_bytes()) {
+                    a.key = Cow::Borrowed(to.as_bytes());
                     n += 1;
                 }
             }
@@ -169,7 +165,7 @@ fn write_existing<'a>(
     n: &mut u64,
 ) -> usize {
     let mut found = 0;
-    for a in attributes.iter_mut().filter(|a| a.key == key) {
+    for a in attributes.iter_mut().filter(|a| *a.key == *key.as_bytes()) {
         found += 1;
         if a.value.as_deref() != Some(value) {
             a.value = Some(Cow::Borrowed(value));
@@ -181,7 +177,7 @@ fn write_existing<'a>(
 
 fn new_attribute<'a>(key: &'a str, value: &'a [u8]) -> Attribute<'a> {
     Attribute {
-        key: Cow::Borrowed(key),
+        key: Cow::Borrowed(key.as_bytes()),
         value: Some(Cow::Borrowed(value)),
     }
 }

@@ -117,7 +117,8 @@ impl<'t> Rewrite<'t> {
     fn span(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
         let t = self.transform;
         let (drop_events, drop_links) = (t.drop_events, t.drop_links);
-        let mut attributes = Vec::new();
+        // Room for a typical span's attributes, so the list grows once, not three times.
+        let mut attributes = Vec::with_capacity(if t.span.is_empty() { 0 } else { 16 });
         let (mut events, mut links) = (Vec::new(), Vec::new());
         let (mut event_count, mut link_count) = (0usize, 0usize);
         let (mut dropped_events, mut dropped_links) = (0u64, 0u64);

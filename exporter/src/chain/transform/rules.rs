@@ -6,7 +6,9 @@
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value::Value};
 use prometheus_client::metrics::counter::Counter;
 use prost::Message;
-use regex::{Regex, RegexSet};
+use regex::Regex;
+// Keys are matched as bytes: they come off the wire, already checked to be UTF-8.
+use regex::bytes::RegexSet;
 use sha2::{Digest, Sha256};
 use spansink_config::{
     AttributeScope, AttributeValue, RedactionPattern, RegexField, TransformAction, TransformRule,
@@ -53,8 +55,9 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn selects(&self, key: &str) -> bool {
-        self.keys.iter().any(|k| k == key) || self.regex.as_ref().is_some_and(|r| r.is_match(key))
+    pub fn selects(&self, key: &[u8]) -> bool {
+        self.keys.iter().any(|k| k.as_bytes() == key)
+            || self.regex.as_ref().is_some_and(|r| r.is_match(key))
     }
 }
 
