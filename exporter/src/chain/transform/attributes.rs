@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
-use super::rules::{Action, CompiledRule};
+use super::rules::{Action, CompiledRule, KeyMemo};
 use super::values;
 use crate::otlp::WireError;
 use crate::otlp::view::KeyValueView;
@@ -53,16 +53,17 @@ pub fn write_list(attributes: &[Attribute<'_>], field: u32, out: &mut Vec<u8>) {
 }
 
 /// Applies rules `which` (indexes into `rules`, in order) to `attributes`, adding what
-/// each changed to `counts` (by the same index). True if anything changed.
+/// each changed to `counts` (by the same index; `memos` too). True if anything changed.
 pub fn apply<'a>(
     rules: &'a [CompiledRule],
     which: &[usize],
     attributes: &mut Vec<Attribute<'a>>,
     counts: &mut [u64],
+    memos: &mut [KeyMemo],
 ) -> Result<bool, WireError> {
     let mut changed = false;
     for &i in which {
-        let n = apply_rule(&rules[i].action, attributes)?;
+        let n = apply_rule(&rules[i].action, attributes, &mut memos[i])?;
         counts[i] += n;
         changed |= n > 0;
     }
@@ -73,6 +74,7 @@ pub fn apply<'a>(
 fn apply_rule<'a>(
     action: &'a Action,
     attributes: &mut Vec<Attribute<'a>>,
+    memo: &mut KeyMemo,
 ) -> Result<u64, WireError> {
     let mut n = 0;
     match action {
@@ -93,7 +95,11 @@ fn apply_rule<'a>(
         }
         Action::Delete(selector) => {
             let before = attributes.len();
-            attributes.retain(|a| !selector.selects(&a.key));
+            let mut position = 0;
+            attributes.retain(|a| {
+                position += 1;
+                !memo.selects(selector, &a.key, position - 1)
+            });
             n = (before - attributes.len()) as u64;
         }
         Action::Rename { from, to } => {
@@ -107,7 +113,11 @@ fn apply_rule<'a>(
             }
         }
         Action::Hash { selector, salted } => {
-            for a in attributes.iter_mut().filter(|a| selector.selects(&a.key)) {
+            for (_, a) in attributes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, a)| memo.selects(selector, &a.key, *i))
+            {
                 if let Some(value) = &a.value
                     && let Some(new) = values::hash(value, salted)?
                 {
@@ -122,8 +132,14 @@ fn apply_rule<'a>(
             replacement,
             whole,
         } => {
-            let selected = |a: &Attribute<'_>| selector.as_ref().is_none_or(|s| s.selects(&a.key));
-            for a in attributes.iter_mut().filter(|a| selected(a)) {
+            let mut selected = |i: usize, a: &Attribute<'_>| {
+                selector.as_ref().is_none_or(|s| memo.selects(s, &a.key, i))
+            };
+            for (_, a) in attributes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, a)| selected(*i, a))
+            {
                 let Some(value) = &a.value else { continue };
                 if matchers.is_empty() {
                     if value.as_ref() != whole.as_slice() {
@@ -140,8 +156,14 @@ fn apply_rule<'a>(
             selector,
             max_bytes,
         } => {
-            let selected = |a: &Attribute<'_>| selector.as_ref().is_none_or(|s| s.selects(&a.key));
-            for a in attributes.iter_mut().filter(|a| selected(a)) {
+            let mut selected = |i: usize, a: &Attribute<'_>| {
+                selector.as_ref().is_none_or(|s| memo.selects(s, &a.key, i))
+            };
+            for (_, a) in attributes
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, a)| selected(*i, a))
+            {
                 if let Some(value) = &a.value
                     && let Some(new) = values::truncate(value, *max_bytes)?
                 {

@@ -12,6 +12,7 @@ use prost::encoding::{WireType, encode_key, encode_varint};
 
 use super::SpanTransform;
 use super::attributes::{self, Attribute};
+use super::rules::KeyMemo;
 use crate::otlp::WireError;
 use crate::otlp::view::{FieldValue, walk};
 
@@ -20,6 +21,8 @@ pub struct Rewrite<'t> {
     pub transform: &'t SpanTransform,
     /// Changes by rule index.
     pub counts: Vec<u64>,
+    /// Key decisions by rule index.
+    memos: Vec<KeyMemo>,
 }
 
 impl<'t> Rewrite<'t> {
@@ -27,6 +30,9 @@ impl<'t> Rewrite<'t> {
         Self {
             transform,
             counts: vec![0; transform.rules.len()],
+            memos: (0..transform.rules.len())
+                .map(|_| KeyMemo::default())
+                .collect(),
         }
     }
 
@@ -143,8 +149,13 @@ impl<'t> Rewrite<'t> {
             }
             Ok(())
         })?;
-        let attributes_changed =
-            attributes::apply(&t.rules, &t.span, &mut attributes, &mut self.counts)?;
+        let attributes_changed = attributes::apply(
+            &t.rules,
+            &t.span,
+            &mut attributes,
+            &mut self.counts,
+            &mut self.memos,
+        )?;
         let drops_events = drop_events.is_some() && event_count > 0;
         let drops_links = drop_links.is_some() && link_count > 0;
         if !attributes_changed
@@ -220,7 +231,13 @@ impl<'t> Rewrite<'t> {
             Ok(())
         })?;
         let t = self.transform;
-        if !attributes::apply(&t.rules, which, &mut list, &mut self.counts)? {
+        if !attributes::apply(
+            &t.rules,
+            which,
+            &mut list,
+            &mut self.counts,
+            &mut self.memos,
+        )? {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(body.len() + 64);

@@ -447,3 +447,24 @@ fn nested_values_are_redacted_and_truncated_inside() {
         Some(&Value::StringValue("***".into()))
     );
 }
+
+#[test]
+fn key_regex_decisions_hold_whatever_order_the_keys_come_in() {
+    let mut request = request();
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[1].attributes.reverse();
+    spans[1].attributes.push(string("db.system", "postgresql"));
+    let (t, _) = transform("  - {action: delete, key_regex: [\"^db\\\\.\"]}\n");
+    let out = t
+        .apply(TraceData::from_request(&request))
+        .unwrap()
+        .decode()
+        .unwrap();
+    for span in &out.resource_spans[0].scope_spans[0].spans {
+        assert!(
+            span.attributes.iter().all(|kv| !kv.key.starts_with("db.")),
+            "{span:?}"
+        );
+        assert_eq!(span.attributes.len(), 4);
+    }
+}
