@@ -168,6 +168,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_fallback_sinks_transform_applies_to_what_it_is_handed() {
+        let m = Metrics::for_tests();
+        let dlq = target(100, &m);
+        let config: spansink_config::TransformConfig = serde_yaml::from_str(
+            "rules: [{action: set, scope: resource, key: handed.over, value: true}]",
+        )
+        .unwrap();
+        let transform = SpanTransform::new("dlq", &config, &m).unwrap();
+        let fallback =
+            Fallback::new("main", "dlq", dlq.clone(), &m).transforming(Some(Arc::new(transform)));
+        let batch: Batch = [trace_data("a", 3)].into_iter().collect();
+        fallback.hand_over(&batch, Vec::new(), &failure()).await;
+        assert_eq!(handed(&m), 3);
+        dlq.close();
+        let part = dlq.pop().await.unwrap().data.decode().unwrap();
+        let resource = part.resource_spans[0].resource.as_ref().unwrap();
+        assert!(
+            resource.attributes.iter().any(|kv| kv.key == "handed.over"),
+            "{resource:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn completions_travel_with_their_parts() {
         let m = Metrics::for_tests();
         let dlq = target(100, &m);
