@@ -7,6 +7,7 @@ mod policy;
 mod receivers;
 mod sink;
 mod telemetry;
+mod transform;
 mod units;
 pub mod validate;
 
@@ -40,6 +41,10 @@ pub use sink::{
 };
 pub use sink::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
+pub use transform::{
+    AttributeScope, AttributeValue, DEFAULT_REPLACEMENT, RedactionPattern, RegexField,
+    TransformAction, TransformConfig, TransformRule, compile_regex,
+};
 pub use units::{ByteSize, Duration};
 pub use validate::{ValidationError, ValidationErrors, validate};
 

@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{BatchConfig, FilterConfig, QueueConfig, RateLimitConfig, RetryConfig};
+use crate::transform::TransformConfig;
 use crate::units::{ByteSize, Duration};
 
 pub use clickhouse::{ClickHouseCompression, ClickHouseSinkConfig};
@@ -90,6 +91,10 @@ pub struct SinkConfig {
     /// Which spans this sink takes. Unset: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<FilterConfig>,
+    /// Attribute rules (set, rename, hash, redact, truncate, ...) applied to the spans
+    /// this sink takes, after `filter`. Unset: spans are written as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<TransformConfig>,
     /// Name of another sink that receives the batches this sink could not deliver
     /// (after its retries, or at once for permanent errors), e.g. a file or S3
     /// dead-letter sink. Unset: such batches are counted as failed and logged.
@@ -122,6 +127,7 @@ impl Default for SinkConfig {
             retry: RetryConfig::default(),
             rate_limit: RateLimitConfig::default(),
             filter: None,
+            transform: None,
             fallback: None,
             fallback_only: false,
         }

@@ -320,6 +320,10 @@ impl Validator {
         if let Some(filter) = &sink.filter {
             self.filter(&format!("{path}.filter"), filter);
         }
+        if let Some(transform) = &sink.transform {
+            self.errors
+                .extend(transform.problems(&format!("{path}.transform")));
+        }
     }
 
     fn queue(&mut self, path: &str, q: &QueueConfig) {

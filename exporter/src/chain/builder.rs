@@ -23,6 +23,7 @@ use super::rate_limit::RateLimit;
 use super::retry::Retry;
 use super::runtime::{Cause, Deadline, Ended, Parts, SinkRuntime};
 use super::timeout::Timeout;
+use super::transform::SpanTransform;
 use super::worker::Worker;
 use super::{Admission, Admit, Refusal};
 use crate::otlp::TraceData;
@@ -169,6 +170,21 @@ impl Chain {
             sink: names[i].clone(),
             message: "fallback chain loops back to this sink; a failed batch would bounce forever: break the loop".into(),
         })?;
+        // Built anew for every generation, as filters are (salts are read again).
+        let transforms = config
+            .sinks
+            .iter()
+            .map(|(name, sink)| {
+                sink.transform
+                    .as_ref()
+                    .map(|t| SpanTransform::new(name, t, metrics).map(Arc::new))
+                    .transpose()
+                    .map_err(|e| BuildError {
+                        sink: name.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         // Deepest level first: a sink's fallback layer needs its target's queue.
         let mut runtimes: Vec<Option<Arc<SinkRuntime>>> = vec![None; names.len()];
         for &i in levels.iter().rev().flatten() {
@@ -194,8 +210,10 @@ impl Chain {
             let fallback = target
                 .as_ref()
                 .zip(sink.fallback.as_deref())
-                .map(|(t, target_name)| {
+                .zip(fallbacks[i])
+                .map(|((t, target_name), at)| {
                     Fallback::new(name, target_name, t.queue().clone(), metrics)
+                        .transforming(transforms[at].clone())
                 });
             let stack = policy_stack(name, sink, backend, metrics);
             let worker = Worker::new(
@@ -220,10 +238,12 @@ impl Chain {
             .sinks
             .iter()
             .zip(&sinks)
-            .filter(|((_, sink), _)| !sink.fallback_only)
-            .map(|((name, sink), runtime)| SinkInput {
+            .zip(transforms)
+            .filter(|(((_, sink), _), _)| !sink.fallback_only)
+            .map(|(((name, sink), runtime), transform)| SinkInput {
                 sink: name.clone(),
                 filter: sink.filter.as_ref().map(SpanFilter::new),
+                transform,
                 queue: runtime.queue().clone(),
             })
             .collect();

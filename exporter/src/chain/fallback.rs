@@ -8,11 +8,14 @@
 //! queue took, and `sink_dropped_spans{reason="fallback_refused"}` for what it refused.
 //! With `acknowledgements: delivered` each part goes on with its waiting client's
 //! completion, so the client is answered once the fallback sink delivered it.
+//! The fallback sink's own transform, if it has one, is applied to what is handed over
+//! (that sink's filter is not: it took the batch as a fallback, not from a receiver).
 
 use std::sync::Arc;
 
 use super::acknowledgement::{AckRequest, Completion};
 use super::queue::SpanQueue;
+use super::transform::SpanTransform;
 use crate::otlp::Batch;
 use crate::sinks::SinkError;
 use crate::telemetry::Metrics;
@@ -23,6 +26,8 @@ pub struct Fallback {
     sink: String,
     fallback: String,
     target: Arc<dyn SpanQueue>,
+    /// The fallback sink's transform.
+    transform: Option<Arc<SpanTransform>>,
     metrics: Metrics,
 }
 
@@ -32,8 +37,15 @@ impl Fallback {
             sink: sink.to_string(),
             fallback: fallback.to_string(),
             target,
+            transform: None,
             metrics: metrics.clone(),
         }
+    }
+
+    /// Applies the fallback sink's `transform` to what is handed over.
+    pub fn transforming(mut self, transform: Option<Arc<SpanTransform>>) -> Self {
+        self.transform = transform;
+        self
     }
 
     /// The fallback sink's name.
@@ -60,6 +72,19 @@ impl Fallback {
                 }
                 None => AckRequest::Received,
             };
+            let part = match &self.transform {
+                None => part.clone(),
+                Some(transform) => match transform.apply(part.clone()) {
+                    Ok(transformed) => transformed,
+                    Err(e) => {
+                        // Unreachable for checked requests; not handed over untransformed.
+                        tracing::error!(sink = %self.sink, fallback = %self.fallback, error = %e,
+                            "cannot transform a malformed batch for the fallback sink; its spans are lost");
+                        refused += part.span_count();
+                        continue;
+                    }
+                },
+            };
             match self.target.push_acked(part.clone(), ack).await {
                 Ok(()) => handed += part.span_count(),
                 Err(e) => {
@@ -77,7 +102,7 @@ impl Fallback {
                 })
                 .inc_by(handed as u64);
         }
-        if let Some(refusal) = refusal {
+        if refused > 0 {
             self.metrics
                 .sink_dropped_spans
                 .get_or_create(&SinkReasonLabels {
@@ -85,6 +110,8 @@ impl Fallback {
                     reason: "fallback_refused",
                 })
                 .inc_by(refused as u64);
+        }
+        if let Some(refusal) = refusal {
             tracing::error!(sink = %self.sink, fallback = %self.fallback, spans = refused,
                 error = %error, refusal = %refusal,
                 "export failed and the fallback sink refused the spans; they are lost");
@@ -138,6 +165,29 @@ mod tests {
         assert_eq!(dlq.pop().await.unwrap().data, batch.parts()[0]);
         assert_eq!(dlq.pop().await.unwrap().data, batch.parts()[1]);
         assert!(dlq.pop().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fallback_sinks_transform_applies_to_what_it_is_handed() {
+        let m = Metrics::for_tests();
+        let dlq = target(100, &m);
+        let config: spansink_config::TransformConfig = serde_yaml::from_str(
+            "rules: [{action: set, scope: resource, key: handed.over, value: true}]",
+        )
+        .unwrap();
+        let transform = SpanTransform::new("dlq", &config, &m).unwrap();
+        let fallback =
+            Fallback::new("main", "dlq", dlq.clone(), &m).transforming(Some(Arc::new(transform)));
+        let batch: Batch = [trace_data("a", 3)].into_iter().collect();
+        fallback.hand_over(&batch, Vec::new(), &failure()).await;
+        assert_eq!(handed(&m), 3);
+        dlq.close();
+        let part = dlq.pop().await.unwrap().data.decode().unwrap();
+        let resource = part.resource_spans[0].resource.as_ref().unwrap();
+        assert!(
+            resource.attributes.iter().any(|kv| kv.key == "handed.over"),
+            "{resource:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
 //! Fan-out: every admitted request goes to each primary sink, through that sink's filter
-//! into its queue; with `receivers.acknowledgements: persisted | delivered` the admission
+//! and transform into its queue; with `receivers.acknowledgements: persisted | delivered` the admission
 //! also waits for what the mode promises. Not delivery (the workers) nor the chain's
 //! lifecycle (`Chain`).
 
@@ -15,15 +15,18 @@ use tokio::time::Instant;
 use super::acknowledgement::{AckRequest, Tracker};
 use super::filter::{Filtered, SpanFilter};
 use super::queue::{RETRY_AFTER, SpanQueue};
+use super::transform::SpanTransform;
 use super::{Admission, Admit, Refusal};
 use crate::otlp::TraceData;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{AcknowledgementLabels, SinkReasonLabels};
 
-/// Where one sink takes spans in: its filter, if it has one, then its queue.
+/// Where one sink takes spans in: its filter and its transform, if it has them, then its
+/// queue (which so holds transformed spans only).
 pub struct SinkInput {
     pub sink: String,
     pub filter: Option<SpanFilter>,
+    pub transform: Option<Arc<SpanTransform>>,
     pub queue: Arc<dyn SpanQueue>,
 }
 
@@ -88,34 +91,52 @@ impl FanOut {
         data: TraceData,
         tracker: Option<&Tracker>,
     ) -> Result<Taken, Refusal> {
-        let Some(filter) = &input.filter else {
-            let ack = self.ack_for(&input.sink, tracker);
-            input.queue.push_acked(data, ack).await?;
-            return Ok(Taken { rejected: 0 });
-        };
-        let spans = data.span_count();
-        let (kept, filtered) = match filter.apply(data) {
-            Ok(Filtered { kept, filtered }) => (kept, filtered),
-            Err(e) => {
-                // Unreachable for requests the receiver checked; the sink cannot tell
-                // which spans it should take, so it takes none.
-                tracing::error!(sink = %input.sink, error = %e, "cannot filter a malformed request; not taken by this sink");
-                self.dropped(&input.sink, "malformed", spans);
-                return Ok(Taken { rejected: 0 });
-            }
-        };
-        let rejected = match filter.on_filtered() {
-            OnFiltered::Reject => filtered,
-            OnFiltered::Drop => {
-                self.dropped(&input.sink, "filtered", filtered);
-                0
+        let (kept, rejected) = match &input.filter {
+            None => (Some(data), 0),
+            Some(filter) => {
+                let spans = data.span_count();
+                let (kept, filtered) = match filter.apply(data) {
+                    Ok(Filtered { kept, filtered }) => (kept, filtered),
+                    Err(e) => {
+                        // Unreachable for requests the receiver checked; the sink cannot
+                        // tell which spans it should take, so it takes none.
+                        tracing::error!(sink = %input.sink, error = %e, "cannot filter a malformed request; not taken by this sink");
+                        self.dropped(&input.sink, "malformed", spans);
+                        return Ok(Taken { rejected: 0 });
+                    }
+                };
+                let rejected = match filter.on_filtered() {
+                    OnFiltered::Reject => filtered,
+                    OnFiltered::Drop => {
+                        self.dropped(&input.sink, "filtered", filtered);
+                        0
+                    }
+                };
+                (kept, rejected)
             }
         };
         // A sink that takes none of the spans does not hold the answer.
-        if let Some(kept) = kept {
-            let ack = self.ack_for(&input.sink, tracker);
-            input.queue.push_acked(kept, ack).await?;
-        }
+        let Some(kept) = kept else {
+            return Ok(Taken { rejected });
+        };
+        let kept = match &input.transform {
+            None => kept,
+            Some(transform) => {
+                let spans = kept.span_count();
+                match transform.apply(kept) {
+                    Ok(transformed) => transformed,
+                    Err(e) => {
+                        // Unreachable for requests the receiver checked. Not taken rather
+                        // than taken untransformed: it may hold what the rules redact.
+                        tracing::error!(sink = %input.sink, error = %e, "cannot transform a malformed request; not taken by this sink");
+                        self.dropped(&input.sink, "malformed", spans);
+                        return Ok(Taken { rejected });
+                    }
+                }
+            }
+        };
+        let ack = self.ack_for(&input.sink, tracker);
+        input.queue.push_acked(kept, ack).await?;
         Ok(Taken { rejected })
     }
 
@@ -247,6 +268,7 @@ mod tests {
         SinkInput {
             sink: sink.into(),
             filter,
+            transform: None,
             queue: queue.clone(),
         }
     }

@@ -1,6 +1,7 @@
 //! The sink chain: everything between a receiver and a backend. Spans admitted by the
-//! receivers fan out to each sink's bounded queue; a per-sink worker forms batches and
-//! calls the sink through its policy layers (rate limit, timeout, retry, fallback).
+//! receivers fan out, through each sink's filter and transform, to its bounded queue; a
+//! per-sink worker forms batches and calls the sink through its policy layers (rate
+//! limit, timeout, retry, fallback).
 //! Each policy is one small type in its own file that wraps a [`SharedSink`] and knows
 //! nothing of the others; the order is decided in one place, the chain builder.
 //! The chain the receivers admit into is [`LiveChain`]; a reload swaps the generation
@@ -22,6 +23,7 @@ pub mod runtime;
 #[cfg(test)]
 pub(crate) mod test_sinks;
 pub mod timeout;
+pub mod transform;
 pub mod worker;
 
 pub use acknowledgement::{AckRequest, Completion, Tracker, Undelivered};
@@ -37,6 +39,7 @@ pub use queue::{DurableQueue, EntryId, MemoryQueue, QueueEntry, SpanQueue};
 pub use rate_limit::RateLimit;
 pub use retry::Retry;
 pub use timeout::Timeout;
+pub use transform::{SpanTransform, TransformError};
 pub use worker::Worker;
 
 use std::time::Duration;

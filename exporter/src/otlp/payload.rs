@@ -35,6 +35,20 @@ impl TraceData {
         }
     }
 
+    /// The same spans in `bytes` rewritten by code that keeps a request well formed (the
+    /// transform policy): not scanned again. Debug builds check the promise.
+    pub fn rewritten(&self, bytes: Bytes) -> Self {
+        debug_assert_eq!(
+            wire::scan(&bytes).map(|s| s.spans),
+            Ok(self.spans),
+            "a rewrite broke the request or changed its span count"
+        );
+        Self {
+            bytes,
+            spans: self.spans,
+        }
+    }
+
     pub fn span_count(&self) -> usize {
         self.spans
     }

@@ -275,9 +275,10 @@ impl RepeatedRange {
     }
 }
 
-/// Walks `body` calling `on_field(number, value, start, end)` with each field's byte range.
+/// Walks `body` calling `on_field(number, value, start, end)` with each field's byte range
+/// (key included, so `body[start..end]` is the field as encoded).
 #[inline(always)]
-fn walk<'a>(
+pub fn walk<'a>(
     body: &'a [u8],
     mut on_field: impl FnMut(u32, FieldValue<'a>, usize, usize) -> Result<(), WireError>,
 ) -> Result<(), WireError> {

@@ -83,6 +83,16 @@ pub struct SinkOperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransformLabels {
+    pub sink: String,
+    /// The rule's `name`, or its index in `transform.rules`.
+    pub rule: String,
+    /// `set`, `insert`, `update`, `delete`, `rename`, `hash`, `redact`, `truncate`,
+    /// `drop_events`, `drop_links`.
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     /// `success` or `failure`.
     pub result: &'static str,
@@ -126,6 +136,8 @@ pub struct Metrics {
     pub queue_replayed_spans: Family<SinkLabels, Counter>,
     pub queue_corrupt_records: Family<SinkLabels, Counter>,
     pub queue_storage_errors: Family<SinkOperationLabels, Counter>,
+
+    pub transform_changes: Family<TransformLabels, Counter>,
 
     pub config_reloads: Family<ResultLabels, Counter>,
     pub build_info: Family<BuildLabels, Gauge>,
@@ -184,6 +196,7 @@ impl Metrics {
             queue_replayed_spans: Family::default(),
             queue_corrupt_records: Family::default(),
             queue_storage_errors: Family::default(),
+            transform_changes: Family::default(),
             config_reloads: Family::default(),
             build_info: Family::default(),
         };
@@ -334,6 +347,11 @@ impl Metrics {
             "queue_storage_errors",
             "Failed disk operations of a sink's durable queue, by operation (`append`, `fsync`, `commit`, `delete`, `read`)",
             m.queue_storage_errors.clone(),
+        );
+        r.register(
+            "transform_changes",
+            "What a sink's transform rule changed, by rule (its name or index) and action: attributes set, inserted, updated, deleted, renamed, hashed, redacted or truncated, or events or links dropped",
+            m.transform_changes.clone(),
         );
         r.register(
             "config_reloads",
