@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cors::CorsConfig;
+use crate::receiver_auth::ReceiverAuthConfig;
 use crate::units::{ByteSize, Duration};
 
 /// The OTLP receivers: gRPC (`TraceService/Export`) and HTTP (`POST /v1/traces`).
@@ -47,6 +49,10 @@ pub struct ReceiversConfig {
     /// typical export. Default: `8s`.
     #[serde(default = "ReceiversConfig::default_acknowledgement_timeout")]
     pub acknowledgement_timeout: Duration,
+    /// Client authentication (bearer tokens, basic auth) for both receivers. Unset: any
+    /// client that reaches the ports may send spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ReceiverAuthConfig>,
 }
 
 /// When an OTLP client is told its request succeeded. Stronger modes answer later.
@@ -92,7 +98,7 @@ impl ReceiversConfig {
 
     /// Whether `other` differs only in what a reload applies at once (the
     /// acknowledgement settings, which belong to each sink-chain generation); the
-    /// listeners and limits need a restart.
+    /// listeners, limits and authentication need a restart.
     pub fn same_listeners_and_limits(&self, other: &Self) -> bool {
         let listeners = |r: &Self| {
             (
@@ -100,6 +106,7 @@ impl ReceiversConfig {
                 r.http.clone(),
                 r.max_request_size,
                 r.max_decompressed_size,
+                r.auth.clone(),
             )
         };
         listeners(self) == listeners(other)
@@ -115,6 +122,7 @@ impl Default for ReceiversConfig {
             max_decompressed_size: Self::default_max_decompressed_size(),
             acknowledgements: AcknowledgementMode::default(),
             acknowledgement_timeout: Self::default_acknowledgement_timeout(),
+            auth: None,
         }
     }
 }
@@ -129,6 +137,10 @@ pub struct ListenerConfig {
     /// `host:port` to listen on, e.g. `0.0.0.0:4317`. Port `0` picks a free port
     /// (logged at start; useful in tests).
     pub endpoint: String,
+    /// CORS for browser SDKs; OTLP/HTTP only (`receivers.http.cors`). Unset: no CORS
+    /// headers, so browsers on other origins cannot send spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
 }
 
 impl ListenerConfig {
@@ -136,12 +148,14 @@ impl ListenerConfig {
         Self {
             enabled: true,
             endpoint: "0.0.0.0:4317".into(),
+            cors: None,
         }
     }
     pub fn default_http() -> Self {
         Self {
             enabled: true,
             endpoint: "0.0.0.0:4318".into(),
+            cors: None,
         }
     }
 }

@@ -5,21 +5,27 @@
 //! Metrics (`spansink_receiver_*`, label `protocol`): `requests{reason}` counts every export
 //! request by outcome: `ok`, `partial` (a filter rejected some spans), `malformed`,
 //! `too_large` (over `max_request_size` on the wire), `decompression` (corrupt, or inflating
-//! beyond `max_decompressed_size`), `unsupported_media_type`, `queue_full`, `backpressure`,
+//! beyond `max_decompressed_size`), `unsupported_media_type`, `unauthenticated`,
+//! `queue_full`, `backpressure`,
 //! `shutting_down`, `queue_storage`, and with `acknowledgements: delivered`
 //! `not_delivered`, `rejected_by_sink`, `acknowledgement_timeout`. `accepted_spans` counts spans taken; `refused_spans{reason}` spans whose
 //! count is known when refused (`filtered` for partial success, or the chain's refusal).
 
 mod answer;
+mod auth;
+pub(crate) mod compression;
+mod cors;
 mod grpc;
 mod http;
 mod limits;
+#[cfg(test)]
+mod test_receivers;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use spansink_config::ReceiversConfig;
+use spansink_config::{CorsConfig, ReceiversConfig};
 
 use crate::chain::{Admission, Admit};
 use crate::otlp::TraceData;
@@ -27,6 +33,7 @@ use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{Protocol, ProtocolLabels, RefusedLabels};
 
 use answer::Rejection;
+pub use auth::{AuthError, Authenticator};
 
 /// How large a request may be, as sent and once decompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,17 +77,28 @@ pub enum ReceiverError {
     Http(#[source] std::io::Error),
 }
 
+/// Who may send, and from which web origins: checked on a request's headers, before its
+/// body is read. The default lets every client in and sends no CORS headers.
+#[derive(Clone, Default)]
+pub struct ReceiverAccess {
+    /// `receivers.auth`; `None`: no authentication.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `receivers.http.cors` (OTLP/HTTP only); `None`: no CORS headers.
+    pub cors: Option<CorsConfig>,
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` completes, then stops accepting
 /// connections and returns once in-flight requests are answered.
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
+    access: ReceiverAccess,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let intake = Intake::new(admit, metrics, Protocol::grpc);
-    grpc::serve(listener, intake, limits, shutdown)
+    grpc::serve(listener, intake, limits, access.auth, shutdown)
         .await
         .map_err(ReceiverError::Grpc)
 }
@@ -91,11 +109,13 @@ pub async fn serve_http(
     listener: tokio::net::TcpListener,
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
+    access: ReceiverAccess,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let intake = Intake::new(admit, metrics, Protocol::http);
-    http::serve(listener, intake, limits, shutdown)
+    let cors = access.cors.as_ref().map(cors::Cors::new);
+    http::serve(listener, intake, limits, access.auth, cors, shutdown)
         .await
         .map_err(ReceiverError::Http)
 }

@@ -93,6 +93,7 @@ pub struct Metrics {
     pub receiver_refused_spans: Family<RefusedLabels, Counter>,
     pub receiver_requests: Family<RefusedLabels, Counter>,
     pub receiver_acknowledgement_wait: Family<AcknowledgementLabels, Histogram>,
+    pub receiver_auth_file_reloads: Family<ResultLabels, Counter>,
 
     pub sink_received_spans: Family<SinkLabels, Counter>,
     pub sink_sent_spans: Family<SinkLabels, Counter>,
@@ -150,6 +151,7 @@ impl Metrics {
             receiver_refused_spans: Family::default(),
             receiver_requests: Family::default(),
             receiver_acknowledgement_wait: Family::new_with_constructor(export_duration_histogram),
+            receiver_auth_file_reloads: Family::default(),
             sink_received_spans: Family::default(),
             sink_sent_spans: Family::default(),
             sink_failed_spans: Family::default(),
@@ -195,6 +197,11 @@ impl Metrics {
             "Time from a request's arrival at the chain to its answer with `receivers.acknowledgements` persisted or delivered (queue admission, fsync, delivery; timeouts and failures included), by mode",
             Unit::Seconds,
             m.receiver_acknowledgement_wait.clone(),
+        );
+        r.register(
+            "receiver_auth_file_reloads",
+            "Re-reads of changed receiver credential files (receivers.auth bearer_token_files, basic.password_file), by result (a failure keeps the last credential)",
+            m.receiver_auth_file_reloads.clone(),
         );
         r.register(
             "sink_received_spans",
