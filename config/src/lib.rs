@@ -3,7 +3,9 @@
 //! same type as `SpanSink.spec.pipeline`, so both check a config in exactly one way
 //! ([`validate`]). Nothing here does I/O beyond reading a file in [`ExporterConfig::load`].
 
+mod cors;
 mod policy;
+mod receiver_auth;
 mod receivers;
 mod sink;
 mod telemetry;
@@ -17,10 +19,12 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use cors::CorsConfig;
 pub use policy::{
     AttributeMatch, BatchConfig, DurableQueueConfig, FilterConfig, FsyncPolicy, OnFiltered,
     QueueConfig, RateLimitConfig, RetryConfig, SpanMatch, WhenFull,
 };
+pub use receiver_auth::{BasicAuthConfig, ReceiverAuthConfig};
 pub use receivers::{
     AcknowledgementMode, ClientAuth, ListenerConfig, ReceiverTlsConfig, ReceiversConfig, TlsVersion,
 };

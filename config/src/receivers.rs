@@ -7,6 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cors::CorsConfig;
+use crate::receiver_auth::ReceiverAuthConfig;
 use crate::units::{ByteSize, Duration};
 use crate::validate::ValidationError;
 
@@ -55,6 +57,10 @@ pub struct ReceiversConfig {
     /// typical export. Default: `8s`.
     #[serde(default = "ReceiversConfig::default_acknowledgement_timeout")]
     pub acknowledgement_timeout: Duration,
+    /// Client authentication (bearer tokens, basic auth) for both receivers. Unset: any
+    /// client that reaches the ports may send spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<ReceiverAuthConfig>,
 }
 
 /// When an OTLP client is told its request succeeded. Stronger modes answer later.
@@ -100,8 +106,8 @@ impl ReceiversConfig {
 
     /// Whether `other` differs only in what a reload applies at once (the
     /// acknowledgement settings, which belong to each sink-chain generation, and the TLS
-    /// blocks, swapped into the running listeners); the listeners and limits need a
-    /// restart.
+    /// blocks, swapped into the running listeners); the listeners, limits and
+    /// authentication need a restart.
     pub fn same_listeners_and_limits(&self, other: &Self) -> bool {
         let listeners = |r: &Self| {
             (
@@ -109,6 +115,7 @@ impl ReceiversConfig {
                 r.http.without_tls(),
                 r.max_request_size,
                 r.max_decompressed_size,
+                r.auth.clone(),
             )
         };
         listeners(self) == listeners(other)
@@ -150,6 +157,7 @@ impl Default for ReceiversConfig {
             max_decompressed_size: Self::default_max_decompressed_size(),
             acknowledgements: AcknowledgementMode::default(),
             acknowledgement_timeout: Self::default_acknowledgement_timeout(),
+            auth: None,
         }
     }
 }
@@ -168,6 +176,10 @@ pub struct ListenerConfig {
     /// inherited from it). Unset: `receivers.tls`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ReceiverTlsConfig>,
+    /// CORS for browser SDKs; OTLP/HTTP only (`receivers.http.cors`). Unset: no CORS
+    /// headers, so browsers on other origins cannot send spans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsConfig>,
 }
 
 impl ListenerConfig {
@@ -176,6 +188,7 @@ impl ListenerConfig {
             enabled: true,
             endpoint: "0.0.0.0:4317".into(),
             tls: None,
+            cors: None,
         }
     }
     pub fn default_http() -> Self {
@@ -183,6 +196,7 @@ impl ListenerConfig {
             enabled: true,
             endpoint: "0.0.0.0:4318".into(),
             tls: None,
+            cors: None,
         }
     }
 

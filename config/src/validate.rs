@@ -14,7 +14,49 @@ use crate::sink::{
     SinkConfig,
 };
 use crate::units::{ByteSize, Duration};
-use crate::{ExporterConfig, ListenerConfig};
+use crate::{CorsConfig, ExporterConfig, ListenerConfig, ReceiverAuthConfig};
+
+/// Whether `origin` is `*` or `scheme://host[:port]` as browsers send it in `Origin`, with
+/// at most a leading `*.` wildcard label in the host; the problem otherwise.
+fn check_cors_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("is not an origin: write scheme://host[:port], e.g. https://app.example.com");
+    };
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err("has no valid scheme (e.g. https://)");
+    }
+    if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+        return Err("has a path: an origin is only scheme://host[:port] (no trailing /)");
+    }
+    // An IPv6 host is bracketed: its colons are not the port's.
+    let (host, port) = match rest.rfind(']') {
+        Some(end) => (
+            &rest[..=end],
+            Some(&rest[end + 1..]).filter(|p| !p.is_empty()),
+        ),
+        None => match rest.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        },
+    };
+    if let Some(port) = port
+        && port.trim_start_matches(':').parse::<u16>().is_err()
+    {
+        return Err("has an invalid port");
+    }
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    if host.is_empty() || host.contains('*') {
+        return Err("has no host, or a '*' other than one leading \"*.\" label");
+    }
+    Ok(())
+}
 
 /// One problem, e.g. `sinks.kafka-main.retry.max_attempts: must be >= 1`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +195,97 @@ impl Validator {
             "receivers.acknowledgement_timeout",
             r.acknowledgement_timeout.get().is_zero(),
         );
+        if r.grpc.cors.is_some() {
+            self.error(
+                "receivers.grpc.cors",
+                "CORS applies to OTLP/HTTP only (browsers do not speak gRPC); move it to receivers.http.cors",
+            );
+        }
+        if let Some(cors) = &r.http.cors {
+            self.cors("receivers.http.cors", cors);
+        }
+        if let Some(auth) = &r.auth {
+            self.receiver_auth("receivers.auth", auth);
+        }
+    }
+
+    fn receiver_auth(&mut self, path: &str, auth: &ReceiverAuthConfig) {
+        if auth.bearer_tokens_env.is_empty()
+            && auth.bearer_token_files.is_empty()
+            && auth.basic.is_none()
+        {
+            self.error(
+                path,
+                "set bearer_tokens_env, bearer_token_files or basic (an auth block without \
+                 credentials would refuse every request), or remove it",
+            );
+        }
+        for (i, name) in auth.bearer_tokens_env.iter().enumerate() {
+            self.env_name(format!("{path}.bearer_tokens_env[{i}]"), name);
+        }
+        for (i, file) in auth.bearer_token_files.iter().enumerate() {
+            self.check(
+                !file.trim().is_empty(),
+                format!("{path}.bearer_token_files[{i}]"),
+                "must be a file path, e.g. /etc/spansink/auth/token",
+            );
+        }
+        if let Some(basic) = &auth.basic {
+            let path = format!("{path}.basic");
+            self.check(
+                !basic.username.is_empty() && !basic.username.contains(':'),
+                format!("{path}.username"),
+                format!(
+                    "{:?} is not a basic-auth user name (not empty, no ':')",
+                    basic.username
+                ),
+            );
+            match (&basic.password_env, &basic.password_file) {
+                (Some(name), None) => self.env_name(format!("{path}.password_env"), name),
+                (None, Some(file)) => self.check(
+                    !file.trim().is_empty(),
+                    format!("{path}.password_file"),
+                    "must be a file path, e.g. /etc/spansink/auth/password",
+                ),
+                _ => self.error(path, "set exactly one of password_env and password_file"),
+            }
+        }
+    }
+
+    fn cors(&mut self, path: &str, cors: &CorsConfig) {
+        if cors.allowed_origins.is_empty() {
+            self.error(
+                format!("{path}.allowed_origins"),
+                "list at least one origin (e.g. https://app.example.com, or \"*\"), or remove cors",
+            );
+        }
+        for (i, origin) in cors.allowed_origins.iter().enumerate() {
+            if let Err(problem) = check_cors_origin(origin) {
+                self.error(
+                    format!("{path}.allowed_origins[{i}]"),
+                    format!("{origin:?} {problem}"),
+                );
+            }
+        }
+        for (i, name) in cors.allowed_headers.iter().enumerate() {
+            let token = name == "*"
+                || (!name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)));
+            self.check(
+                token,
+                format!("{path}.allowed_headers[{i}]"),
+                format!("{name:?} is not an HTTP header name (e.g. X-Tenant)"),
+            );
+        }
+        if let Some(max_age) = cors.max_age {
+            self.check(
+                max_age.get().subsec_nanos() == 0,
+                format!("{path}.max_age"),
+                format!("must be whole seconds (Access-Control-Max-Age), got {max_age}"),
+            );
+        }
     }
 
     fn sinks(&mut self, config: &ExporterConfig) {
@@ -1249,6 +1382,96 @@ mod tests {
             "{errs:?}"
         );
         assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn receiver_auth_names_each_bad_credential_source() {
+        let ok = "receivers:\n  auth:\n    bearer_tokens_env: [SPANSINK_TOKEN]\n    bearer_token_files: [/etc/spansink/auth/token]\n    basic: {username: otel, password_file: /etc/spansink/auth/password}\nsinks:\n  a: {blackhole: {}}\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let config: ExporterConfig = serde_yaml::from_str(ok).unwrap();
+        let auth = config.receivers.auth.unwrap();
+        assert_eq!(auth.bearer_token_files, vec!["/etc/spansink/auth/token"]);
+        assert_eq!(auth.basic.unwrap().username, "otel");
+
+        assert_eq!(
+            errors("receivers:\n  auth: {}\nsinks:\n  a: {blackhole: {}}\n"),
+            vec![
+                "receivers.auth: set bearer_tokens_env, bearer_token_files or basic (an auth \
+                 block without credentials would refuse every request), or remove it"
+            ]
+        );
+        let errs = errors(
+            "receivers:\n  auth:\n    bearer_tokens_env: [OK, 'bad-name']\n    bearer_token_files: ['']\n    basic: {username: 'a:b', password_env: P, password_file: /p}\nsinks:\n  a: {blackhole: {}}\n",
+        );
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].starts_with("receivers.auth.bearer_tokens_env[1]: \"bad-name\" is not an environment variable name"), "{errs:?}");
+        assert!(
+            errs[1].starts_with("receivers.auth.bearer_token_files[0]: must be a file path"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].starts_with("receivers.auth.basic.username: \"a:b\""),
+            "{errs:?}"
+        );
+        assert_eq!(
+            errs[3],
+            "receivers.auth.basic: set exactly one of password_env and password_file"
+        );
+    }
+
+    #[test]
+    fn cors_origins_headers_and_max_age_are_checked() {
+        let ok = "receivers:\n  http:\n    endpoint: 0.0.0.0:4318\n    cors: {allowed_origins: ['https://app.example.com', 'https://*.example.com', 'http://localhost:3000', 'http://[::1]:8080', '*'], allowed_headers: [X-Tenant], max_age: 10m}\nsinks:\n  a: {blackhole: {}}\n";
+        assert_eq!(errors(ok), Vec::<String>::new());
+        let config: ExporterConfig = serde_yaml::from_str(ok).unwrap();
+        let cors = config.receivers.http.cors.unwrap();
+        assert_eq!(cors.max_age, Some(Duration::from_secs(600)));
+
+        let errs = errors(
+            "receivers:\n  grpc: {endpoint: '0.0.0.0:4317', cors: {allowed_origins: ['*']}}\n  http:\n    endpoint: 0.0.0.0:4318\n    cors: {allowed_origins: ['app.example.com', 'https://app.example.com/', 'https://a.*.com', 'https://x:99999'], allowed_headers: ['bad header'], max_age: 1500ms}\nsinks:\n  a: {blackhole: {}}\n",
+        );
+        assert_eq!(errs.len(), 7, "{errs:?}");
+        assert!(
+            errs[0].starts_with("receivers.grpc.cors: CORS applies to OTLP/HTTP only"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with(
+                "receivers.http.cors.allowed_origins[0]: \"app.example.com\" is not an origin"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].starts_with(
+                "receivers.http.cors.allowed_origins[1]: \"https://app.example.com/\" has a path"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[3].contains("allowed_origins[2]") && errs[3].contains("'*'"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[4].starts_with(
+                "receivers.http.cors.allowed_origins[3]: \"https://x:99999\" has an invalid port"
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs[5].starts_with("receivers.http.cors.allowed_headers[0]: \"bad header\""),
+            "{errs:?}"
+        );
+        assert!(
+            errs[6].starts_with("receivers.http.cors.max_age: must be whole seconds"),
+            "{errs:?}"
+        );
+        let errs = errors(
+            "receivers:\n  http: {endpoint: '0.0.0.0:4318', cors: {allowed_origins: []}}\nsinks:\n  a: {blackhole: {}}\n",
+        );
+        assert!(
+            errs[0].starts_with("receivers.http.cors.allowed_origins: list at least one origin"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chain::{Admit, ChainFactory, LiveChain, SinkChains, assemble};
 use crate::receiver::tls::{ServerTls, TlsError, TlsListener, TlsSettings};
-use crate::receiver::{self, ReceiverLimits};
+use crate::receiver::{self, AuthError, Authenticator, ReceiverAccess, ReceiverLimits};
 use crate::reload::Reloader;
 use crate::sinks::BuildError;
 use crate::telemetry::metrics::Protocol;
@@ -36,6 +36,8 @@ pub enum AppError {
         protocol: Protocol,
         source: TlsError,
     },
+    #[error("cannot start the receivers' authentication: {0}")]
+    Auth(#[from] AuthError),
     #[error("{what} server failed: {message}")]
     Server { what: &'static str, message: String },
 }
@@ -131,6 +133,13 @@ pub async fn start_with(
     // because its certificate is missing.
     let grpc_tls = load_tls(r, Protocol::grpc, &metrics)?;
     let http_tls = load_tls(r, Protocol::http, &metrics)?;
+    let access = ReceiverAccess {
+        auth: match &r.auth {
+            Some(auth) => Some(Arc::new(Authenticator::from_config(auth, &metrics)?)),
+            None => None,
+        },
+        cors: r.http.cors.clone(),
+    };
 
     let chain = Arc::new(assemble(chains.as_ref(), &config, None, &metrics).await?);
     chain.start();
@@ -165,6 +174,7 @@ pub async fn start_with(
     let receivers = ReceiverTasks {
         admit,
         limits: ReceiverLimits::from(r),
+        access,
         metrics: metrics.clone(),
         stop: stop_receivers.clone(),
         failed: failed.clone(),
@@ -233,6 +243,7 @@ pub async fn start_with(
 struct ReceiverTasks {
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
+    access: ReceiverAccess,
     metrics: Metrics,
     stop: CancellationToken,
     failed: CancellationToken,
@@ -251,16 +262,17 @@ impl ReceiverTasks {
     ) -> tokio::task::JoinHandle<Result<(), AppError>> {
         let listener = TlsListener::new(listener, Some(tls));
         let (admit, limits, metrics) = (self.admit.clone(), self.limits, self.metrics.clone());
+        let access = self.access.clone();
         let (stop, failed, health) = (self.stop.clone(), self.failed.clone(), self.health.clone());
         health.set_listening(protocol, true);
         tokio::spawn(async move {
             let shutdown = async move { stop.cancelled().await };
             let result = match protocol {
                 Protocol::grpc => {
-                    receiver::serve_grpc(listener, admit, limits, metrics, shutdown).await
+                    receiver::serve_grpc(listener, admit, limits, access, metrics, shutdown).await
                 }
                 Protocol::http => {
-                    receiver::serve_http(listener, admit, limits, metrics, shutdown).await
+                    receiver::serve_http(listener, admit, limits, access, metrics, shutdown).await
                 }
             };
             health.set_listening(protocol, false);

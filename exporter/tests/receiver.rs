@@ -20,7 +20,9 @@ use prost::Message;
 use spansink_exporter::chain::{Admission, Admit, Refusal};
 use spansink_exporter::otlp::codec::ClientCodec;
 use spansink_exporter::otlp::{TraceData, fixtures, span_count};
-use spansink_exporter::receiver::{ReceiverError, ReceiverLimits, serve_grpc, serve_http};
+use spansink_exporter::receiver::{
+    ReceiverAccess, ReceiverError, ReceiverLimits, serve_grpc, serve_http,
+};
 use spansink_exporter::telemetry::Metrics;
 use spansink_exporter::telemetry::metrics::{Protocol, ProtocolLabels, RefusedLabels};
 use tokio::sync::Semaphore;
@@ -159,6 +161,7 @@ async fn start(admit: Arc<RecordingAdmit>, limits: ReceiverLimits) -> Receivers 
         grpc_listener,
         admit.clone(),
         limits,
+        ReceiverAccess::default(),
         metrics.clone(),
         stop.clone().cancelled_owned(),
     ));
@@ -166,6 +169,7 @@ async fn start(admit: Arc<RecordingAdmit>, limits: ReceiverLimits) -> Receivers 
         http_listener,
         admit.clone(),
         limits,
+        ReceiverAccess::default(),
         metrics.clone(),
         stop.clone().cancelled_owned(),
     ));
@@ -246,6 +250,40 @@ fn gzip_bomb() -> &'static Bytes {
             encoder.write_all(&chunk).unwrap();
         }
         Bytes::from(encoder.finish().unwrap())
+    })
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).unwrap()
+}
+
+/// 1 GiB of zeros as zstd (about 40 KiB) and as zlib (about 1 MiB), built once, streamed.
+fn zstd_and_deflate_bombs() -> &'static (Bytes, Bytes) {
+    static BOMBS: OnceLock<(Bytes, Bytes)> = OnceLock::new();
+    BOMBS.get_or_init(|| {
+        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+        let chunk = vec![0; 1 << 20];
+        for _ in 0..1024 {
+            zstd.write_all(&chunk).unwrap();
+            zlib.write_all(&chunk).unwrap();
+        }
+        (
+            Bytes::from(zstd.finish().unwrap()),
+            Bytes::from(zlib.finish().unwrap()),
+        )
     })
 }
 
@@ -366,6 +404,37 @@ async fn grpc_gzip_request_is_inflated() {
         .unwrap();
     assert_eq!(receivers.only_received(), sent);
     assert_eq!(receivers.accepted_spans(Protocol::grpc), 200);
+}
+
+#[tokio::test]
+async fn grpc_zstd_request_is_inflated_and_corrupt_zstd_is_invalid_argument() {
+    let receivers = start_default(Answer::Take).await;
+    let sent = fixtures::request(200, 10);
+    receivers
+        .grpc_client()
+        .await
+        .send_compressed(CompressionEncoding::Zstd)
+        .export(sent.clone())
+        .await
+        .unwrap();
+    assert_eq!(receivers.only_received(), sent);
+    assert_eq!(receivers.accepted_spans(Protocol::grpc), 200);
+
+    let mut channel = receivers.channel().await;
+    let export = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    for encoding in ["zstd", "gzip"] {
+        let status = raw_grpc_call(&mut channel, export, Some(encoding), b"not compressed").await;
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{encoding}: {status:?}"
+        );
+        assert!(
+            status.message().contains("could not be decompressed"),
+            "{status:?}"
+        );
+    }
+    assert_eq!(receivers.requests(Protocol::grpc, "decompression"), 2);
 }
 
 #[tokio::test]
@@ -618,6 +687,56 @@ async fn http_gzip_bodies_are_inflated_for_both_formats() {
 }
 
 #[tokio::test]
+async fn http_zstd_and_deflate_bodies_are_inflated_and_corrupt_ones_get_400() {
+    let receivers = start_default(Answer::Take).await;
+    let sent = fixtures::request(50, 10);
+    let wire = sent.encode_to_vec();
+    let bodies = [
+        ("zstd", zstd(&wire)),
+        ("deflate", zlib(&wire)),
+        ("deflate", raw_deflate(&wire)),
+    ];
+    for (encoding, body) in bodies {
+        let response = post(&receivers, PROTOBUF, Some(encoding), body).await;
+        assert_eq!(response.status(), 200, "{encoding}");
+    }
+    let response = post(
+        &receivers,
+        JSON,
+        Some("zstd"),
+        zstd(&serde_json::to_vec(&sent).unwrap()),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let received = receivers.admit.received();
+    assert_eq!(received.len(), 4);
+    assert!(received.iter().all(|r| r.decode().unwrap() == sent));
+
+    for encoding in ["zstd", "deflate"] {
+        let response = post(
+            &receivers,
+            PROTOBUF,
+            Some(encoding),
+            b"\xff\xfegarbage".to_vec(),
+        )
+        .await;
+        assert_eq!(response.status(), 400, "{encoding}");
+        let status = RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
+        assert_eq!(status.code, Code::InvalidArgument as i32);
+        assert!(
+            status.message.contains("could not be decompressed"),
+            "{status:?}"
+        );
+    }
+    assert_eq!(receivers.requests(Protocol::http, "decompression"), 2);
+
+    let response = post(&receivers, PROTOBUF, Some("br"), wire).await;
+    assert_eq!(response.status(), 415);
+    let status = RpcStatus::decode(response.bytes().await.unwrap()).unwrap();
+    assert!(status.message.contains("\"br\""), "{status:?}");
+}
+
+#[tokio::test]
 async fn http_malformed_bodies_get_400_with_a_status_naming_the_problem() {
     let receivers = start_default(Answer::Take).await;
 
@@ -781,6 +900,35 @@ async fn gzip_bomb_is_refused_without_being_inflated() {
     assert!(receivers.admit.received().is_empty());
     assert_eq!(receivers.requests(Protocol::grpc, "decompression"), 1);
     assert_eq!(receivers.requests(Protocol::http, "decompression"), 1);
+}
+
+#[tokio::test]
+async fn zstd_and_deflate_bombs_are_refused_without_being_inflated() {
+    let (zstd_bomb, deflate_bomb) = zstd_and_deflate_bombs();
+    assert!(zstd_bomb.len() < 1 << 20 && deflate_bomb.len() < 2 << 20);
+    let receivers = start_default(Answer::Take).await;
+    let mut channel = receivers.channel().await;
+
+    let baseline = ALLOCATED.load(Ordering::Relaxed);
+    PEAK.store(baseline, Ordering::Relaxed);
+
+    let export = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let status = raw_grpc_call(&mut channel, export, Some("zstd"), zstd_bomb).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("max_decompressed_size"),
+        "{status:?}"
+    );
+    for (encoding, bomb) in [("zstd", zstd_bomb), ("deflate", deflate_bomb)] {
+        let response = post(&receivers, PROTOBUF, Some(encoding), bomb.to_vec()).await;
+        assert_eq!(response.status(), 413, "{encoding}");
+    }
+
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(baseline);
+    assert!(peak < 256 << 20, "peak allocation grew by {peak} bytes");
+    assert!(receivers.admit.received().is_empty());
+    assert_eq!(receivers.requests(Protocol::grpc, "decompression"), 1);
+    assert_eq!(receivers.requests(Protocol::http, "decompression"), 2);
 }
 
 #[tokio::test]

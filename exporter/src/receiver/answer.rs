@@ -13,6 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tonic::Code;
 
+use super::auth::Unauthenticated;
 use crate::chain::{Admission, Refusal};
 
 /// Why a request was not taken. Nothing of it reached the chain.
@@ -40,6 +41,9 @@ pub(crate) enum Rejection {
     /// A content type or content encoding this receiver does not speak.
     #[error("{0}")]
     Unsupported(String),
+    /// Without valid credentials (`receivers.auth`); refused before the body was read.
+    #[error("unauthenticated: {0}; send Authorization: Bearer <token> (receivers.auth)")]
+    Unauthenticated(Unauthenticated),
     /// The chain cannot take the request now (the client should retry later), or, with
     /// `acknowledgements: delivered`, a sink did not deliver it (the variant says whether
     /// a retry can help).
@@ -55,6 +59,7 @@ impl Rejection {
             Rejection::TooLarge { .. } => "too_large",
             Rejection::InflatesTooLarge { .. } | Rejection::Corrupt(_) => "decompression",
             Rejection::Unsupported(_) => "unsupported_media_type",
+            Rejection::Unauthenticated(_) => "unauthenticated",
             Rejection::Refused(refusal) => refusal.reason(),
         }
     }
@@ -84,6 +89,7 @@ impl Rejection {
                 tonic::Status::resource_exhausted(message)
             }
             Rejection::Unsupported(_) => tonic::Status::unimplemented(message),
+            Rejection::Unauthenticated(_) => tonic::Status::unauthenticated(message),
             Rejection::Refused(refusal) => {
                 let code = match refusal {
                     Refusal::QueueFull { .. } => Code::ResourceExhausted,
@@ -115,6 +121,7 @@ impl Rejection {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Rejection::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Rejection::Refused(Refusal::QueueFull { .. }) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Refused(Refusal::Rejected { .. }) => StatusCode::BAD_REQUEST,
             Rejection::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -3,8 +3,8 @@
 //! Not the answers (`answer`) nor the limit mechanics (`limits`).
 //!
 //! Limits: the message as sent is capped by [`limit_grpc_body`] before tonic buffers it;
-//! gzip inflation is capped by tonic itself (`max_decoding_message_size` bounds its
-//! decompression buffer, so a bomb stops at the limit; the tests check it).
+//! gzip and zstd inflation is capped by tonic itself (`max_decoding_message_size` bounds
+//! its decompression buffer, so a bomb stops at the limit; the tests check it).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +19,8 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::{Grpc, UnaryService};
 
 use super::answer::{self, Rejection};
+use super::auth::Authenticator;
+use super::compression::ContentEncoding;
 use super::limits::limit_grpc_body;
 use super::tls::TlsListener;
 use super::{Intake, ReceiverLimits};
@@ -35,10 +37,15 @@ pub(super) async fn serve(
     listener: TlsListener,
     intake: Intake,
     limits: ReceiverLimits,
+    auth: Option<Arc<Authenticator>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let service = TraceService {
-        receiver: Arc::new(GrpcReceiver { intake, limits }),
+        receiver: Arc::new(GrpcReceiver {
+            intake,
+            limits,
+            auth,
+        }),
     };
     // One service, so no router: `TraceService` answers other paths itself.
     tonic::transport::Server::builder()
@@ -75,6 +82,7 @@ where
 struct GrpcReceiver {
     intake: Intake,
     limits: ReceiverLimits,
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl GrpcReceiver {
@@ -93,17 +101,26 @@ impl GrpcReceiver {
             );
             return tonic::Status::unimplemented(message).into_http();
         }
-        let compressed = match request.headers().get(ENCODING_HEADER).map(|v| v.as_bytes()) {
-            None | Some(b"identity") => false,
-            Some(b"gzip") => true,
-            Some(other) => {
-                let name = String::from_utf8_lossy(other);
-                let message = format!("grpc-encoding {name:?} is not supported; use gzip or none");
-                let rejection = self.intake.reject(Rejection::Unsupported(message), None);
+        // On the headers alone: an unauthenticated body is never read.
+        if let Some(auth) = &self.auth
+            && let Err(unauthenticated) = auth.check(request.headers())
+        {
+            let rejection = Rejection::Unauthenticated(unauthenticated);
+            return self
+                .intake
+                .reject(rejection, None)
+                .grpc_status()
+                .into_http();
+        }
+        let encoding = request.headers().get(ENCODING_HEADER).map(|v| v.as_bytes());
+        let compressed = match ContentEncoding::from_grpc(encoding) {
+            Ok(encoding) => encoding.is_some(),
+            Err(unsupported) => {
+                let rejection = self.intake.reject(unsupported, None);
                 let mut response = rejection.grpc_status().into_http();
                 response.headers_mut().insert(
                     ACCEPT_ENCODING_HEADER,
-                    http::HeaderValue::from_static("gzip"),
+                    http::HeaderValue::from_static(ContentEncoding::GRPC_NAMES),
                 );
                 return response;
             }
@@ -124,6 +141,7 @@ impl GrpcReceiver {
         };
         let mut grpc = Grpc::new(ServerCodec)
             .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
             .max_decoding_message_size(decoding_limit);
         let call = ExportCall {
             receiver: self.clone(),
@@ -131,20 +149,24 @@ impl GrpcReceiver {
         };
         let response = grpc.unary(call, request).await;
 
-        if progress.get() != Progress::HANDLED {
-            self.record_refused_by_tonic(&progress, compressed, &response);
+        if progress.get() == Progress::HANDLED {
+            return response;
         }
-        response
+        // Answered with our status rather than tonic's: tonic calls a corrupt compressed
+        // message INTERNAL, where the client sent bad data (INVALID_ARGUMENT).
+        self.refused_by_tonic(&progress, compressed, &response)
+            .grpc_status()
+            .into_http()
     }
 
     /// Counts and logs a request tonic refused before it reached [`ExportCall`]: too large
     /// on the wire, not inflatable within the limit, or not a valid gRPC message.
-    fn record_refused_by_tonic(
+    fn refused_by_tonic(
         &self,
         progress: &Progress,
         compressed: bool,
         response: &http::Response<tonic::body::Body>,
-    ) {
+    ) -> Rejection {
         let status = response.extensions().get::<tonic::Status>();
         let message = status.map(|s| s.message().to_string()).unwrap_or_default();
         let rejection = if progress.get() == Progress::TOO_LARGE {
@@ -161,7 +183,7 @@ impl GrpcReceiver {
         } else {
             Rejection::Malformed(message)
         };
-        self.intake.reject(rejection, None);
+        self.intake.reject(rejection, None)
     }
 
     async fn handle(&self, request: Bytes) -> Result<ExportTraceServiceResponse, tonic::Status> {

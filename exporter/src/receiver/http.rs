@@ -1,5 +1,6 @@
-//! OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip, read
-//! within the size limits and answered in the request's format. Not the answers (`answer`).
+//! OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, optionally gzip, zstd
+//! or deflate, read within the size limits and answered in the request's format. Not the
+//! answers (`answer`).
 //!
 //! OTLP/JSON is read with opentelemetry-proto's serde support (hex ids, integer enums,
 //! 64-bit integers as strings or numbers, unknown fields ignored). Where it is stricter than
@@ -11,8 +12,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::post;
 use bytes::Bytes;
@@ -21,6 +23,9 @@ use prost::Message;
 use serde_json::Value;
 
 use super::answer::{self, BodyFormat, Rejection};
+use super::auth::Authenticator;
+use super::compression::{self, ContentEncoding};
+use super::cors::{self, Cors};
 use super::limits;
 use super::tls::TlsListener;
 use super::{Intake, ReceiverLimits};
@@ -33,18 +38,65 @@ pub(super) async fn serve(
     listener: TlsListener,
     intake: Intake,
     limits: ReceiverLimits,
+    auth: Option<Arc<Authenticator>>,
+    cors: Option<Cors>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let receiver = Arc::new(HttpReceiver { intake, limits });
-    let app = Router::new()
+    let receiver = Arc::new(HttpReceiver {
+        intake,
+        limits,
+        auth,
+    });
+    let mut app = Router::new()
         // Other methods get 405 with `Allow: POST` from the method router.
         .route(TRACES_PATH, post(export))
+        // Before the handler, so an unauthenticated body is never read.
+        .route_layer(middleware::from_fn_with_state(
+            receiver.clone(),
+            require_credentials,
+        ))
         // The body is read by `limits::read_body` against our own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(receiver);
+    if let Some(cors) = cors {
+        // Outermost: preflights carry no credentials, and a browser can only read a 401
+        // that has CORS headers.
+        app = app.layer(middleware::from_fn_with_state(Arc::new(cors), cors::apply));
+    }
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Answers 401 (with `WWW-Authenticate`) to a request without valid credentials, from its
+/// headers; passes the others on.
+async fn require_credentials(
+    State(receiver): State<Arc<HttpReceiver>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(auth) = &receiver.auth else {
+        return next.run(request).await;
+    };
+    let Err(unauthenticated) = auth.check(request.headers()) else {
+        return next.run(request).await;
+    };
+    let format = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| BodyFormat::from_content_type(v.to_str().ok()?))
+        .unwrap_or(BodyFormat::Json);
+    let rejection = Rejection::Unauthenticated(unauthenticated);
+    let mut response = receiver
+        .intake
+        .reject(rejection, None)
+        .http_response(format);
+    for challenge in auth.challenges() {
+        response
+            .headers_mut()
+            .append(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 async fn export(
@@ -76,6 +128,7 @@ async fn export(
 struct HttpReceiver {
     intake: Intake,
     limits: ReceiverLimits,
+    auth: Option<Arc<Authenticator>>,
 }
 
 impl HttpReceiver {
@@ -98,10 +151,12 @@ impl HttpReceiver {
         body: Body,
         format: BodyFormat,
     ) -> Result<TraceData, Rejection> {
-        let gzip = is_gzip(headers)?;
-        let limit = match gzip {
-            true => self.limits.max_request_size,
-            false => self.limits.wire_limit(),
+        let encoding = ContentEncoding::from_http(
+            headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()),
+        )?;
+        let limit = match encoding {
+            Some(_) => self.limits.max_request_size,
+            None => self.limits.wire_limit(),
         };
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -110,9 +165,11 @@ impl HttpReceiver {
             return Err(Rejection::TooLarge { limit });
         }
         let sent = limits::read_body(body, limit).await?;
-        let plain = match gzip {
-            true => limits::gunzip(&sent, self.limits.max_decompressed_size)?,
-            false => sent,
+        let plain = match encoding {
+            Some(encoding) => {
+                compression::decompress(encoding, &sent, self.limits.max_decompressed_size)?
+            }
+            None => sent,
         };
         match format {
             BodyFormat::Protobuf => {
@@ -120,21 +177,6 @@ impl HttpReceiver {
             }
             BodyFormat::Json => decode_json(&plain),
         }
-    }
-}
-
-/// Whether the body is gzip (`Content-Encoding: gzip`); no encoding or `identity` is plain.
-fn is_gzip(headers: &HeaderMap) -> Result<bool, Rejection> {
-    let Some(encoding) = headers.get(header::CONTENT_ENCODING) else {
-        return Ok(false);
-    };
-    let encoding = String::from_utf8_lossy(encoding.as_bytes());
-    match encoding.trim().to_ascii_lowercase().as_str() {
-        "" | "identity" => Ok(false),
-        "gzip" | "x-gzip" => Ok(true),
-        other => Err(Rejection::Unsupported(format!(
-            "Content-Encoding {other:?} is not supported; use gzip or none"
-        ))),
     }
 }
 

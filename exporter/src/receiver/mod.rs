@@ -5,23 +5,29 @@
 //! Metrics (`spansink_receiver_*`, label `protocol`): `requests{reason}` counts every export
 //! request by outcome: `ok`, `partial` (a filter rejected some spans), `malformed`,
 //! `too_large` (over `max_request_size` on the wire), `decompression` (corrupt, or inflating
-//! beyond `max_decompressed_size`), `unsupported_media_type`, `queue_full`, `backpressure`,
+//! beyond `max_decompressed_size`), `unsupported_media_type`, `unauthenticated`,
+//! `queue_full`, `backpressure`,
 //! `shutting_down`, `queue_storage`, and with `acknowledgements: delivered`
 //! `not_delivered`, `rejected_by_sink`, `acknowledgement_timeout`. `accepted_spans` counts spans taken; `refused_spans{reason}` spans whose
 //! count is known when refused (`filtered` for partial success, or the chain's refusal).
 //! TLS (`tls`) is done before a connection reaches either receiver.
 
 mod answer;
+mod auth;
+pub(crate) mod compression;
+mod cors;
 mod grpc;
 mod http;
 mod limits;
+#[cfg(test)]
+mod test_receivers;
 pub mod tls;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use spansink_config::ReceiversConfig;
+use spansink_config::{CorsConfig, ReceiversConfig};
 
 use crate::chain::{Admission, Admit};
 use crate::otlp::TraceData;
@@ -35,6 +41,7 @@ pub(crate) use http::decode_json;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use limits::gunzip;
 use tls::TlsListener;
+pub use auth::{AuthError, Authenticator};
 
 /// How large a request may be, as sent and once decompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +85,16 @@ pub enum ReceiverError {
     Http(#[source] std::io::Error),
 }
 
+/// Who may send, and from which web origins: checked on a request's headers, before its
+/// body is read. The default lets every client in and sends no CORS headers.
+#[derive(Clone, Default)]
+pub struct ReceiverAccess {
+    /// `receivers.auth`; `None`: no authentication.
+    pub auth: Option<Arc<Authenticator>>,
+    /// `receivers.http.cors` (OTLP/HTTP only); `None`: no CORS headers.
+    pub cors: Option<CorsConfig>,
+}
+
 /// Serves OTLP/gRPC on `listener` (a `TcpListener` for plaintext, or a
 /// [`TlsListener`]) until `shutdown` completes, then stops accepting connections and
 /// returns once in-flight requests are answered.
@@ -85,11 +102,12 @@ pub async fn serve_grpc(
     listener: impl Into<TlsListener>,
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
+    access: ReceiverAccess,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let intake = Intake::new(admit, metrics, Protocol::grpc);
-    grpc::serve(listener.into(), intake, limits, shutdown)
+    grpc::serve(listener.into(), intake, limits, access.auth, shutdown)
         .await
         .map_err(ReceiverError::Grpc)
 }
@@ -101,11 +119,13 @@ pub async fn serve_http(
     listener: impl Into<TlsListener>,
     admit: Arc<dyn Admit>,
     limits: ReceiverLimits,
+    access: ReceiverAccess,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let intake = Intake::new(admit, metrics, Protocol::http);
-    http::serve(listener.into(), intake, limits, shutdown)
+    let cors = access.cors.as_ref().map(cors::Cors::new);
+    http::serve(listener.into(), intake, limits, access.auth, cors, shutdown)
         .await
         .map_err(ReceiverError::Http)
 }

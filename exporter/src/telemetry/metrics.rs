@@ -113,6 +113,7 @@ pub struct Metrics {
     pub receiver_tls_reloads: Family<ProtocolResultLabels, Counter>,
     pub receiver_tls_certificate_expiry: Family<ProtocolLabels, Gauge>,
     pub receiver_tls_handshake_failures: Family<RefusedLabels, Counter>,
+    pub receiver_auth_file_reloads: Family<ResultLabels, Counter>,
 
     pub sink_received_spans: Family<SinkLabels, Counter>,
     pub sink_sent_spans: Family<SinkLabels, Counter>,
@@ -175,6 +176,7 @@ impl Metrics {
             receiver_tls_reloads: Family::default(),
             receiver_tls_certificate_expiry: Family::default(),
             receiver_tls_handshake_failures: Family::default(),
+            receiver_auth_file_reloads: Family::default(),
             sink_received_spans: Family::default(),
             sink_sent_spans: Family::default(),
             sink_failed_spans: Family::default(),
@@ -237,6 +239,11 @@ impl Metrics {
             "receiver_tls_handshake_failures",
             "TLS handshakes a receiver gave up on, by protocol and reason (`client_certificate`: missing or not signed by client_ca_file, `incompatible`: TLS version, cipher or ALPN, `malformed`: not TLS, e.g. a plaintext client, `timeout`, `connection`: closed or reset)",
             m.receiver_tls_handshake_failures.clone(),
+        );
+        r.register(
+            "receiver_auth_file_reloads",
+            "Re-reads of changed receiver credential files (receivers.auth bearer_token_files, basic.password_file), by result (a failure keeps the last credential)",
+            m.receiver_auth_file_reloads.clone(),
         );
         r.register(
             "sink_received_spans",
