@@ -4,6 +4,7 @@
 //! the images built from the Dockerfile.
 
 pub mod container;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -83,28 +84,67 @@ pub fn send_with_python(
     count: usize,
     service: &str,
 ) -> Vec<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/send_spans.py");
-    let out = Command::new(python())
-        .args([
-            script,
-            "--protocol",
-            protocol,
-            "--endpoint",
-            endpoint,
-            "--count",
-            &count.to_string(),
-            "--service",
-            service,
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python client failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("client prints JSON")
+    PythonClient::new(protocol, endpoint)
+        .arg("--count", &count.to_string())
+        .arg("--service", service)
+        .run()
+        .unwrap_or_else(|error| panic!("python client failed: {error}"))
+}
+
+/// `tests/python/send_spans.py` with its options (TLS files, headers, compression, a
+/// sending duration): run to the end, or spawned while the test changes the exporter.
+pub struct PythonClient {
+    args: Vec<String>,
+}
+
+impl PythonClient {
+    pub fn new(protocol: &str, endpoint: &str) -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/send_spans.py");
+        PythonClient {
+            args: [script, "--protocol", protocol, "--endpoint", endpoint]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    pub fn arg(mut self, name: &str, value: &str) -> Self {
+        self.args.extend([name.to_owned(), value.to_owned()]);
+        self
+    }
+
+    /// Runs the client: the spans it created, or its exit status and stderr if any export
+    /// failed.
+    pub fn run(self) -> Result<Vec<serde_json::Value>, String> {
+        self.spawn().wait()
+    }
+
+    pub fn spawn(self) -> RunningPythonClient {
+        let child = Command::new(python())
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run python");
+        RunningPythonClient { child }
+    }
+}
+
+pub struct RunningPythonClient {
+    child: Child,
+}
+
+impl RunningPythonClient {
+    pub fn wait(self) -> Result<Vec<serde_json::Value>, String> {
+        let out = self.child.wait_with_output().expect("wait for python");
+        if !out.status.success() {
+            return Err(format!(
+                "{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(serde_json::from_slice(&out.stdout).expect("client prints JSON"))
+    }
 }
 
 /// Polls `check` every 50 ms until it returns `Some` or `timeout` passes.
