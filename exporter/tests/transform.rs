@@ -21,7 +21,7 @@ use spansink_exporter::chain::{Admission, Admit, Chain, Refusal, SpanTransform, 
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{attribute, span_id, string, trace_id};
 use spansink_exporter::otlp::{Batch, TraceData};
-use spansink_exporter::receiver::{ReceiverLimits, serve_grpc};
+use spansink_exporter::receiver::{ReceiverAccess, ReceiverLimits, serve_grpc};
 use spansink_exporter::sinks::kafka::encoding::encode_batch;
 use spansink_exporter::sinks::s3::encoding::ObjectFormat;
 use spansink_exporter::telemetry::metrics::Metrics;
@@ -268,6 +268,7 @@ async fn the_otlp_sink_forwards_transformed_bytes_to_the_next_receiver() {
         listener,
         recorded.clone(),
         ReceiverLimits::default(),
+        ReceiverAccess::default(),
         Metrics::for_tests(),
         stop.clone().cancelled_owned(),
     ));

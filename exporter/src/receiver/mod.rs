@@ -35,13 +35,13 @@ use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{Protocol, ProtocolLabels, RefusedLabels};
 
 pub(crate) use answer::Rejection;
+pub use auth::{AuthError, Authenticator};
 // For the fuzz targets (`crate::fuzzing`).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use http::decode_json;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use limits::gunzip;
 use tls::TlsListener;
-pub use auth::{AuthError, Authenticator};
 
 /// How large a request may be, as sent and once decompressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
