@@ -23,6 +23,10 @@ pub struct Ca {
     serial: u32,
 }
 
+fn path(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
 fn openssl(args: &[&str], dir: &Path) {
     let out = Command::new("openssl")
         .args(args)
@@ -131,9 +135,9 @@ impl Ca {
                 "-in",
                 &csr,
                 "-CA",
-                "ca.crt",
+                path(&self.cert),
                 "-CAkey",
-                "ca.key",
+                path(&self.key),
                 "-set_serial",
                 &self.serial.to_string(),
                 "-days",
