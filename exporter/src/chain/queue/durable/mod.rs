@@ -106,6 +106,12 @@ impl DurableQueue {
         }
         Ok(Self { store, generation })
     }
+
+    /// Spans pushed and not yet handed out.
+    #[cfg(test)]
+    pub(crate) fn unread_spans(&self) -> usize {
+        self.store.unread_spans()
+    }
 }
 
 fn shared_store(
