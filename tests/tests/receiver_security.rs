@@ -168,6 +168,7 @@ fn http_tls_url(exporter: &Exporter) -> String {
     format!("https://127.0.0.1:{}/v1/traces", exporter.http_port)
 }
 
+/// The SDK also compresses (gzip over gRPC, deflate over HTTP), inside TLS.
 #[test]
 fn python_sdk_over_tls_delivers_every_span_on_grpc_and_http() {
     let pki = Pki::new();
@@ -176,11 +177,13 @@ fn python_sdk_over_tls_delivers_every_span_on_grpc_and_http() {
     let grpc = PythonClient::new("grpc", &grpc_tls_endpoint(&exporter))
         .arg("--ca-file", &pki.ca_file())
         .arg("--count", "20")
+        .arg("--compression", "gzip")
         .arg("--service", "tls-grpc")
         .spawn();
     let http = PythonClient::new("http", &http_tls_url(&exporter))
         .arg("--ca-file", &pki.ca_file())
         .arg("--count", "20")
+        .arg("--compression", "deflate")
         .arg("--service", "tls-http")
         .spawn();
     let grpc = created_ids(&grpc.wait().expect("gRPC over TLS"));
@@ -527,7 +530,6 @@ fn curl_zstd_bomb_gets_413_and_unknown_encoding_415() {
 
 #[test]
 fn cors_preflight_answers_allowed_origins_only() {
-    tool("curl", "curl");
     let work = tempfile::tempdir().expect("temp dir");
     let exporter = Exporter::start_with(|e| {
         e.config_text_with_listeners(
