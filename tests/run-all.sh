@@ -20,9 +20,12 @@ venv=${SPANSINK_VENV:-$HOME/.cache/spansink-venv}
 # System packages: librdkafka (bundled, built by rdkafka-sys) needs OpenSSL and zlib headers;
 # promtool (Debian prometheus) lints the exporter's /metrics; the sink tests start real
 # PostgreSQL, Redis, RabbitMQ and ClickHouse servers themselves, on free loopback ports
-# (the packages' own services are not used); the openssl CLI makes the TLS tests' certificates.
+# (the packages' own services are not used); the openssl CLI makes the TLS tests' certificates;
+# the curl CLI is the receiver security tests' independent HTTP client, and the gzip and
+# zstd CLIs compress its bodies (tests/tests/receiver_security.rs).
 apt_packages=(build-essential pkg-config libssl-dev zlib1g-dev python3-venv prometheus
-  postgresql redis-server rabbitmq-server clickhouse-server clickhouse-client openssl)
+  postgresql redis-server rabbitmq-server clickhouse-server clickhouse-client openssl
+  curl gzip zstd)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -53,6 +53,14 @@ def main():
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--timeout", type=float, default=10.0)
     a = p.parse_args()
+    if any("=" not in h for h in a.header):
+        p.error("--header takes NAME=VALUE")
+    if bool(a.client_cert) != bool(a.client_key):
+        p.error("--client-cert and --client-key go together")
+    if a.client_cert and not a.ca_file:
+        p.error("--client-cert needs --ca-file (mTLS is TLS)")
+    if a.protocol == "grpc" and a.compression == "deflate":
+        p.error("the gRPC exporter offers gzip only")
     headers = dict(h.split("=", 1) for h in a.header)
 
     def read(path):

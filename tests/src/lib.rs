@@ -121,21 +121,28 @@ impl PythonClient {
     pub fn spawn(self) -> RunningPythonClient {
         let child = Command::new(python())
             .args(&self.args)
+            // requests lets these override the session's `verify`, so `--ca-file` would be
+            // ignored for OTLP/HTTP on a machine that sets them (requests issue #3829).
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("run python");
-        RunningPythonClient { child }
+        RunningPythonClient { child: Some(child) }
     }
 }
 
+/// A client sending in the background; killed if dropped before [`Self::wait`] (a test
+/// that fails midway must not leave it sending).
 pub struct RunningPythonClient {
-    child: Child,
+    child: Option<Child>,
 }
 
 impl RunningPythonClient {
-    pub fn wait(self) -> Result<Vec<serde_json::Value>, String> {
-        let out = self.child.wait_with_output().expect("wait for python");
+    pub fn wait(mut self) -> Result<Vec<serde_json::Value>, String> {
+        let child = self.child.take().expect("python client is running");
+        let out = child.wait_with_output().expect("wait for python");
         if !out.status.success() {
             return Err(format!(
                 "{}\n{}",
@@ -144,6 +151,15 @@ impl RunningPythonClient {
             ));
         }
         Ok(serde_json::from_slice(&out.stdout).expect("client prints JSON"))
+    }
+}
+
+impl Drop for RunningPythonClient {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -169,6 +185,8 @@ pub struct Exporter {
     pub http_port: u16,
     pub telemetry_port: u16,
     generation: u32,
+    /// Extra environment of the process (e.g. a bearer token for `bearer_tokens_env`).
+    env: Vec<(String, String)>,
 }
 
 impl Exporter {
@@ -180,6 +198,12 @@ impl Exporter {
 
     /// Starts the exporter on the config `config` writes for it (it knows the ports).
     pub fn start_with(config: impl FnOnce(&Exporter) -> String) -> Self {
+        Self::start_with_env(&[], config)
+    }
+
+    /// [`Self::start_with`], with these variables in the process environment (kept on
+    /// [`Self::restart`]).
+    pub fn start_with_env(env: &[(&str, &str)], config: impl FnOnce(&Exporter) -> String) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut exporter = Exporter {
             child: None,
@@ -188,6 +212,10 @@ impl Exporter {
             http_port: free_port(),
             telemetry_port: free_port(),
             generation: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let text = config(&exporter);
         exporter.write_config(&text);
@@ -213,6 +241,7 @@ impl Exporter {
             ])
             .current_dir(self.dir.path())
             .env("RUST_LOG", "info,spansink_exporter=debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -253,8 +282,20 @@ impl Exporter {
     /// A full config with this exporter's ports, more `receivers:` settings (YAML lines
     /// indented by two spaces, e.g. `"  acknowledgements: delivered\n"`) and the sinks.
     pub fn config_text_with_receivers(&self, receivers: &str, sinks: &str) -> String {
+        self.config_text_with_listeners("", "", receivers, sinks)
+    }
+
+    /// [`Self::config_text_with_receivers`], with more settings inside the `grpc:` and
+    /// `http:` listener maps (flow-style entries, e.g. `", cors: {allowed_origins: [\"*\"]}"`).
+    pub fn config_text_with_listeners(
+        &self,
+        grpc: &str,
+        http: &str,
+        receivers: &str,
+        sinks: &str,
+    ) -> String {
         format!(
-            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'}}\n  http: {{endpoint: '127.0.0.1:{}'}}\n{receivers}telemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n{sinks}",
+            "receivers:\n  grpc: {{endpoint: '127.0.0.1:{}'{grpc}}}\n  http: {{endpoint: '127.0.0.1:{}'{http}}}\n{receivers}telemetry:\n  endpoint: '127.0.0.1:{}'\nshutdown:\n  drain_timeout: 10s\nsinks:\n{sinks}",
             self.grpc_port, self.http_port, self.telemetry_port
         )
     }

@@ -247,7 +247,13 @@ pub fn file_serial(path: &Path) -> String {
         .args(["x509", "-noout", "-serial", "-in"])
         .arg(path)
         .output()
-        .expect("openssl x509");
+        .expect("the openssl CLI is needed for the TLS tests (tests/run-all.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl x509 -serial -in {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .trim_start_matches("serial=")
