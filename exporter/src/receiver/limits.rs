@@ -1,12 +1,9 @@
-//! Size limits on request bodies: never read more than the wire limit, never inflate beyond
-//! the decompressed limit (a gzip bomb stops at limit + 1 byte). Not what the limits are
-//! (`ReceiverLimits`, from config) nor how refusals are answered (`answer`).
-
-use std::io::Read;
+//! Size limits on request bodies as they arrive: never read more than the wire limit. Not
+//! the decompressed limit (`compression`), what the limits are (`ReceiverLimits`, from
+//! config) nor how refusals are answered (`answer`).
 
 use axum::body::HttpBody;
 use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
 use futures::StreamExt;
 use http_body_util::{BodyExt, BodyStream, LengthLimitError, Limited, StreamBody};
 
@@ -26,21 +23,6 @@ where
         Err(e) => Err(Rejection::Malformed(format!(
             "could not read the request body: {e}"
         ))),
-    }
-}
-
-/// Inflates a gzip body (several members allowed, as HTTP permits) to at most `limit`
-/// bytes: inflation stops at `limit + 1` bytes, so memory stays bounded whatever the ratio.
-pub(crate) fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, Rejection> {
-    // Start from a plausible ratio; `read_to_end` grows it (at most ~2x limit transiently).
-    let mut plain = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit + 1));
-    MultiGzDecoder::new(compressed)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut plain)
-        .map_err(|e| Rejection::Corrupt(format!("invalid gzip data: {e}")))?;
-    match plain.len() > limit {
-        true => Err(Rejection::InflatesTooLarge { limit }),
-        false => Ok(Bytes::from(plain)),
     }
 }
 
@@ -112,41 +94,6 @@ impl GrpcMessageGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::Compression;
-    use flate2::write::GzEncoder;
-    use std::io::Write;
-
-    fn gzip(data: &[u8]) -> Vec<u8> {
-        let mut encoder = GzEncoder::new(Vec::new(), Compression::fast());
-        encoder.write_all(data).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    #[test]
-    fn gunzip_stops_at_the_limit() {
-        let zeros = gzip(&vec![0; 1 << 20]);
-        assert_eq!(gunzip(&zeros, 1 << 20).unwrap().len(), 1 << 20);
-        assert_eq!(
-            gunzip(&zeros, (1 << 20) - 1),
-            Err(Rejection::InflatesTooLarge {
-                limit: (1 << 20) - 1
-            })
-        );
-    }
-
-    #[test]
-    fn gunzip_reads_every_member_and_refuses_garbage() {
-        let mut two = gzip(b"hello ");
-        two.extend(gzip(b"world"));
-        assert_eq!(
-            gunzip(&two, 100).unwrap(),
-            Bytes::from_static(b"hello world")
-        );
-        assert!(matches!(
-            gunzip(b"not gzip at all", 100),
-            Err(Rejection::Corrupt(_))
-        ));
-    }
 
     #[test]
     fn grpc_guard_refuses_on_the_declared_length_before_reading_the_message() {

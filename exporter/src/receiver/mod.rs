@@ -39,8 +39,6 @@ pub use auth::{AuthError, Authenticator};
 // For the fuzz targets (`crate::fuzzing`).
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use http::decode_json;
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use limits::gunzip;
 use tls::TlsListener;
 
 /// How large a request may be, as sent and once decompressed.
