@@ -1,7 +1,8 @@
 //! A sink's `transform` reaches what every sink family writes: a chain built from YAML
 //! with every rule, read back from a JSON Lines file (and its durable queue on disk), from
 //! a second OTLP receiver the otlp sink forwards the request bytes to, and from the bytes
-//! the Kafka and S3 `otlp_proto` encodings send. Each read back field by field.
+//! the Kafka and S3 `otlp_proto` encodings send. Each read back field by field; and the
+//! filter, which runs first, sees the spans as they were sent.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -353,4 +354,40 @@ async fn kafka_and_s3_protobuf_encodings_carry_the_transformed_request() {
         assert_transformed(&one, "s3 otlp_proto");
     }
     assert_eq!(changes(&metrics, "main", "5", "hash"), 4);
+}
+
+#[tokio::test]
+async fn the_filter_sees_the_spans_as_sent_and_the_transform_only_what_it_kept() {
+    // Span 1 belongs to another user; the filter leaves it out by the email the transform
+    // then redacts. Were the rules applied first, both emails would read `***` and both
+    // spans would pass.
+    let mut sent = request();
+    let spans = &mut sent.resource_spans[0].scope_spans[0].spans;
+    spans[1].attributes[0] = string("user.email", "bob@example.com");
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "sinks:\n  local:\n    file: {{path: {}, format: jsonl}}\n    batch: {{flush_interval: 50ms}}\n    filter: {{exclude: {{attributes: [{{key: user.email, value: bob@example.com}}]}}}}\n{RULES}",
+        dir.path().join("spans.jsonl").display(),
+    );
+    let metrics = Metrics::for_tests();
+    let chain = chain(&yaml, &metrics).await;
+    chain.start();
+    chain.admit(TraceData::from_request(&sent)).await.unwrap();
+    let report = chain.drain(Duration::from_secs(30)).await;
+    assert_eq!(report.delivered_spans, 1);
+    let text = std::fs::read_to_string(dir.path().join("spans.jsonl")).unwrap();
+    assert_eq!(holds_secret(text.as_bytes()), None, "{text}");
+    assert!(!text.contains("bob@example.com"), "{text}");
+    let got = read_request(text.lines()).unwrap();
+    let kept = &got.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(kept.len(), 1, "{text}");
+    assert_eq!(kept[0].name, "checkout-0");
+    assert_eq!(
+        self::text(&kept[0].attributes, "user.email"),
+        s("***"),
+        "{text}"
+    );
+    // The rules counted only the span the filter kept.
+    assert_eq!(changes(&metrics, "local", "6", "redact"), 1);
+    assert_eq!(changes(&metrics, "local", "11", "drop_events"), 1);
 }
