@@ -121,14 +121,25 @@ impl ReceiversConfig {
         listeners(self) == listeners(other)
     }
 
-    /// These settings with the TLS blocks of `other`: what runs after a reload to
-    /// `other`, since TLS changes apply at once and listener changes at the next start.
-    pub fn with_tls_of(&self, other: &Self) -> Self {
+    /// These settings with what a reload to `other` applies at once: its TLS blocks
+    /// (swapped into the running listeners) and its acknowledgement settings (taken by
+    /// the next sink-chain generation). Listener, limit and auth changes wait for the
+    /// next start.
+    pub fn with_reloadable_of(&self, other: &Self) -> Self {
         let mut next = self.clone();
         next.tls = other.tls.clone();
         next.grpc.tls = other.grpc.tls.clone();
         next.http.tls = other.http.tls.clone();
+        next.acknowledgements = other.acknowledgements;
+        next.acknowledgement_timeout = other.acknowledgement_timeout;
         next
+    }
+
+    /// Whether the acknowledgement settings, which each sink-chain generation answers
+    /// by, are the same.
+    pub fn same_acknowledgements(&self, other: &Self) -> bool {
+        (self.acknowledgements, self.acknowledgement_timeout)
+            == (other.acknowledgements, other.acknowledgement_timeout)
     }
 
     /// The TLS settings the listener `receivers.<name>` serves with, and the field path
@@ -443,8 +454,15 @@ mod tests {
                 .unwrap()
                 .receivers;
         assert!(!plain.same_listeners_and_limits(&moved));
-        let next = plain.with_tls_of(&moved);
+        let next = plain.with_reloadable_of(&moved);
         assert_eq!(next.tls, moved.tls);
         assert_eq!(next.grpc.endpoint, "0.0.0.0:4317", "the listener stays");
+        let delivered = load("  acknowledgements: delivered\n  acknowledgement_timeout: 3s\n")
+            .unwrap()
+            .receivers;
+        assert!(plain.same_listeners_and_limits(&delivered));
+        assert!(!plain.same_acknowledgements(&delivered));
+        let next = plain.with_reloadable_of(&delivered);
+        assert!(next.same_acknowledgements(&delivered), "taken at once");
     }
 }

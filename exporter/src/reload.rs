@@ -96,13 +96,18 @@ impl Reloader {
                 "receivers/telemetry settings changed: they apply at the next restart; sinks and acknowledgements change now"
             );
         }
-        // What runs keeps the receivers and telemetry it started with, but for TLS.
+        // What runs keeps the receivers and telemetry it started with, but for TLS and
+        // the acknowledgement settings.
         let next = ExporterConfig {
-            receivers: self.running.receivers.with_tls_of(&next.receivers),
+            receivers: self.running.receivers.with_reloadable_of(&next.receivers),
             telemetry: self.running.telemetry.clone(),
             ..next
         };
-        if next.sinks == self.running.sinks {
+        if next.sinks == self.running.sinks
+            && next
+                .receivers
+                .same_acknowledgements(&self.running.receivers)
+        {
             self.switch_to(next);
             self.count("success");
             tracing::info!("config reloaded; no sink changed, nothing rebuilt");
@@ -446,5 +451,47 @@ mod tests {
             (4, 4)
         );
         assert_eq!(backends.sink("a").shutdowns(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_of_acknowledgements_alone_starts_a_chain_generation_with_the_same_sinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let first = config("  a:\n    blackhole: {}\n");
+        std::fs::write(&path, &first).unwrap();
+        let backends = Arc::new(RecordingBackends::default());
+        let running = app::start_with(
+            ExporterConfig::from_yaml(&first).unwrap(),
+            ConfigSource::File(path.clone()),
+            Duration::from_millis(10),
+            backends.clone(),
+        )
+        .await
+        .unwrap();
+        let live = running.live_chain();
+        let chain = live.current();
+        std::fs::write(
+            &path,
+            first.replace(
+                "receivers:\n",
+                "receivers:\n  acknowledgements: delivered\n",
+            ),
+        )
+        .unwrap();
+        reloads(&running.metrics, "success", 1).await;
+        assert!(!Arc::ptr_eq(&chain, &live.current()), "a new generation");
+        let nothing: Vec<&str> = Vec::new();
+        assert_eq!(
+            backends.asked(),
+            [vec!["a"], nothing],
+            "no sink was built again"
+        );
+        assert_eq!(
+            live.current().acknowledgements(),
+            spansink_config::AcknowledgementMode::Delivered
+        );
+        live.admit(trace_data("svc", 2)).await.unwrap();
+        running.shutdown().await.unwrap();
+        assert_eq!(backends.sink("a").spans(), 2);
     }
 }

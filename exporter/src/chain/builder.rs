@@ -115,6 +115,11 @@ fn policy_stack(
 }
 
 impl Chain {
+    /// How this generation answers requests (`receivers.acknowledgements`).
+    pub fn acknowledgements(&self) -> spansink_config::AcknowledgementMode {
+        self.fanout.acknowledgements()
+    }
+
     /// Builds queues, policy stacks and workers (not started). `make_sink` builds one
     /// backend sink; injected so tests can pass in-memory sinks and the chain does not
     /// depend on the backends.

@@ -74,6 +74,11 @@ impl FanOut {
         self
     }
 
+    /// The mode requests are answered by.
+    pub fn acknowledgements(&self) -> AcknowledgementMode {
+        self.mode
+    }
+
     /// What sink `sink` is asked for its share of a request.
     fn ack_for(&self, sink: &str, tracker: Option<&Tracker>) -> AckRequest {
         match (self.mode, tracker) {
