@@ -1,14 +1,14 @@
 //! Rewrites the bytes of an encoded `ExportTraceServiceRequest` by a transform's rules, on
-//! the wire: every message the rules leave alone is copied as it came, and only the
-//! attribute lists, events and links a rule changed are encoded again, so a request costs
-//! little more than one copy. Not what rules do to a list (`attributes`).
+//! the wire, in one pass into one output buffer: every span the rules leave alone is copied
+//! as it came, and only the attribute lists, events and links a rule changed are encoded
+//! again. Not what rules do to a list (`attributes`).
 //!
 //! A singular message sent more than once (a resource, a scope) is written once, as the
 //! merge of its occurrences, which is what protobuf decodes it to anyway.
 
 use std::borrow::Cow;
 
-use prost::encoding::{WireType, encode_key, encode_varint};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 use super::SpanTransform;
 use super::attributes::{self, Attribute};
@@ -23,6 +23,8 @@ pub struct Rewrite<'t> {
     pub counts: Vec<u64>,
     /// Key decisions by rule index.
     memos: Vec<KeyMemo>,
+    /// Whether any rule changed anything yet (else the request keeps its bytes).
+    changed: bool,
 }
 
 impl<'t> Rewrite<'t> {
@@ -33,24 +35,32 @@ impl<'t> Rewrite<'t> {
             memos: (0..transform.rules.len())
                 .map(|_| KeyMemo::default())
                 .collect(),
+            changed: false,
         }
     }
 
     /// The rewritten request; `None` when no rule changed anything.
     pub fn request(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        let mut splice = Splice::new(body);
+        // Written straight into the one output buffer, nested messages included (their
+        // lengths are patched in as each closes), so a request is copied once, not once per
+        // level; the room for what `set` and `hash` add, so it rarely grows.
+        let mut out = Vec::with_capacity(body.len() + body.len() / 4 + 64);
         walk(body, |n, v, start, end| {
-            if n == 1
-                && let Some(new) = self.resource_spans(len(v)?)?
-            {
-                splice.replace(start, end, |out| put_len(out, 1, &new));
+            if n == 1 {
+                let resource_spans = len(v)?;
+                let nested = Nested::open(&mut out, 1, resource_spans.len());
+                self.resource_spans(resource_spans, &mut out)?;
+                nested.close(&mut out);
+            } else {
+                out.extend_from_slice(&body[start..end]);
             }
             Ok(())
         })?;
-        Ok(splice.finish())
+        Ok(self.changed.then_some(out))
     }
 
-    fn resource_spans(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+    /// Writes the rewritten body of a `ResourceSpans` to `out`.
+    fn resource_spans(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         let t = self.transform;
         let rules = &t.resource;
         let resource = if rules.is_empty() {
@@ -59,33 +69,35 @@ impl<'t> Rewrite<'t> {
             let merged = merged(body, 1)?;
             self.attributes_in(merged.as_deref().unwrap_or(&[]), 1, rules)?
         };
-        let mut splice = Splice::new(body);
+        self.changed |= resource.is_some();
         let mut written = false;
         walk(body, |n, v, start, end| {
             match (n, &resource) {
-                (1, Some(new)) => splice.replace(start, end, |out| {
+                (1, Some(new)) => {
                     if !std::mem::replace(&mut written, true) {
                         put_len(out, 1, new);
                     }
-                }),
-                (2, _) => {
-                    if let Some(new) = self.scope_spans(len(v)?)? {
-                        splice.replace(start, end, |out| put_len(out, 2, &new));
-                    }
                 }
-                _ => {}
+                (2, _) => {
+                    let scope_spans = len(v)?;
+                    let nested = Nested::open(out, 2, scope_spans.len());
+                    self.scope_spans(scope_spans, out)?;
+                    nested.close(out);
+                }
+                _ => out.extend_from_slice(&body[start..end]),
             }
             Ok(())
         })?;
         if let Some(new) = &resource
             && !written
         {
-            splice.replace(body.len(), body.len(), |out| put_len(out, 1, new));
+            put_len(out, 1, new);
         }
-        Ok(splice.finish())
+        Ok(())
     }
 
-    fn scope_spans(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+    /// Writes the rewritten body of a `ScopeSpans` to `out`.
+    fn scope_spans(&mut self, body: &[u8], out: &mut Vec<u8>) -> Result<(), WireError> {
         let t = self.transform;
         let rules = &t.scope;
         let scope = if rules.is_empty() {
@@ -94,43 +106,62 @@ impl<'t> Rewrite<'t> {
             let merged = merged(body, 1)?;
             self.attributes_in(merged.as_deref().unwrap_or(&[]), 3, rules)?
         };
-        let mut splice = Splice::new(body);
+        self.changed |= scope.is_some();
+        // One list for the attributes of every span, so it is allocated once per scope.
+        let mut attributes = Vec::new();
         let mut written = false;
         walk(body, |n, v, start, end| {
             match (n, &scope) {
-                (1, Some(new)) => splice.replace(start, end, |out| {
+                (1, Some(new)) => {
                     if !std::mem::replace(&mut written, true) {
                         put_len(out, 1, new);
                     }
-                }),
-                (2, _) => {
-                    if let Some(new) = self.span(len(v)?)? {
-                        splice.replace(start, end, |out| put_len(out, 2, &new));
-                    }
                 }
-                _ => {}
+                (2, _) => self.span(len(v)?, &body[start..end], &mut attributes, out)?,
+                _ => out.extend_from_slice(&body[start..end]),
             }
             Ok(())
         })?;
         if let Some(new) = &scope
             && !written
         {
-            splice.replace(body.len(), body.len(), |out| put_len(out, 1, new));
+            put_len(out, 1, new);
         }
-        Ok(splice.finish())
+        Ok(())
     }
 
-    fn span(&mut self, body: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
-        let t = self.transform;
+    /// Writes span `body` (`field`: the whole span field as encoded) to `out`, rewritten;
+    /// `attributes` is room for its attribute list.
+    fn span<'a>(
+        &mut self,
+        body: &'a [u8],
+        field: &[u8],
+        attributes: &mut Vec<Attribute<'a>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError>
+    where
+        't: 'a,
+    {
+        let t: &'a SpanTransform = self.transform;
         let (drop_events, drop_links) = (t.drop_events, t.drop_links);
-        // Room for a typical span's attributes, so the list grows once, not three times.
-        let mut attributes = Vec::with_capacity(if t.span.is_empty() { 0 } else { 16 });
+        attributes.clear();
         let (mut events, mut links) = (Vec::new(), Vec::new());
         let (mut event_count, mut link_count) = (0usize, 0usize);
         let (mut dropped_events, mut dropped_links) = (0u64, 0u64);
-        walk(body, |n, v, _, _| {
+        // Where the attribute list lies, if it is one stretch (as encoders write it).
+        let (mut list, mut list_split) = (None::<(usize, usize)>, false);
+        walk(body, |n, v, start, end| {
             match n {
-                9 if !t.span.is_empty() => attributes.push(Attribute::parse(len(v)?)?),
+                9 if !t.span.is_empty() => {
+                    attributes.push(Attribute::parse(len(v)?)?);
+                    list = Some(match list {
+                        None => (start, end),
+                        Some((first, last)) => {
+                            list_split |= last != start;
+                            (first, end)
+                        }
+                    });
+                }
                 11 => {
                     event_count += 1;
                     if drop_events.is_none() && !t.event.is_empty() {
@@ -152,7 +183,7 @@ impl<'t> Rewrite<'t> {
         let attributes_changed = attributes::apply(
             &t.rules,
             &t.span,
-            &mut attributes,
+            attributes,
             &mut self.counts,
             &mut self.memos,
         )?;
@@ -163,36 +194,50 @@ impl<'t> Rewrite<'t> {
             && !drops_links
             && events.iter().chain(&links).all(Option::is_none)
         {
-            return Ok(None);
+            out.extend_from_slice(field);
+            return Ok(());
         }
+        self.changed = true;
         if let Some(rule) = drop_events.filter(|_| drops_events) {
             self.counts[rule] += event_count as u64;
         }
         if let Some(rule) = drop_links.filter(|_| drops_links) {
             self.counts[rule] += link_count as u64;
         }
-        let mut out = Vec::with_capacity(body.len() + 64);
+        let nested = Nested::open(out, 2, body.len());
+        let attributes_only =
+            !drops_events && !drops_links && events.iter().chain(&links).all(Option::is_none);
+        if attributes_only && !list_split {
+            // Only the list changed: the stretches around it are copied whole, without a
+            // second walk (the common case; a new list goes last, as below).
+            let (first, last) = list.unwrap_or((body.len(), body.len()));
+            out.extend_from_slice(&body[..first]);
+            attributes::write_list(attributes, 9, out);
+            out.extend_from_slice(&body[last..]);
+            nested.close(out);
+            return Ok(());
+        }
         let (mut attributes_written, mut event, mut link) = (false, 0, 0);
         walk(body, |n, _, start, end| {
             let raw = &body[start..end];
             match n {
                 9 if attributes_changed => {
                     if !std::mem::replace(&mut attributes_written, true) {
-                        attributes::write_list(&attributes, 9, &mut out);
+                        attributes::write_list(attributes, 9, out);
                     }
                 }
                 11 | 12 if drops_events => {}
                 13 | 14 if drops_links => {}
                 11 => {
                     match events.get(event).and_then(Option::as_ref) {
-                        Some(new) => put_len(&mut out, 11, new),
+                        Some(new) => put_len(out, 11, new),
                         None => out.extend_from_slice(raw),
                     }
                     event += 1;
                 }
                 13 => {
                     match links.get(link).and_then(Option::as_ref) {
-                        Some(new) => put_len(&mut out, 13, new),
+                        Some(new) => put_len(out, 13, new),
                         None => out.extend_from_slice(raw),
                     }
                     link += 1;
@@ -202,16 +247,17 @@ impl<'t> Rewrite<'t> {
             Ok(())
         })?;
         if attributes_changed && !attributes_written {
-            attributes::write_list(&attributes, 9, &mut out);
+            attributes::write_list(attributes, 9, out);
         }
         // What was dropped is counted in the span, as OTLP asks of anything that drops.
         if drops_events {
-            put_varint(&mut out, 12, dropped_count(dropped_events, event_count));
+            put_varint(out, 12, dropped_count(dropped_events, event_count));
         }
         if drops_links {
-            put_varint(&mut out, 14, dropped_count(dropped_links, link_count));
+            put_varint(out, 14, dropped_count(dropped_links, link_count));
         }
-        Ok(Some(out))
+        nested.close(out);
+        Ok(())
     }
 
     /// Applies rules `which` to the attribute list `field` of the message `body` (a
@@ -257,38 +303,42 @@ impl<'t> Rewrite<'t> {
     }
 }
 
-/// Builds a rewritten message only once something in it changes: until then nothing is
-/// copied; then the untouched stretches between replaced fields are copied whole.
-struct Splice<'a> {
-    source: &'a [u8],
-    out: Option<Vec<u8>>,
-    copied: usize,
+/// A length-delimited field being written into the output: its key and room for its
+/// length are written first, the length itself once the body is complete. The room is
+/// the size of the input's length, so it fits unless the body grew or shrank across a
+/// varint size (a few spans in a thousand); then the body moves by a byte or two. The
+/// output is so the same, byte for byte, as encoding the body apart and copying it in.
+#[must_use = "a nested field must be closed to get its length"]
+struct Nested {
+    body_at: usize,
+    room: usize,
 }
 
-impl<'a> Splice<'a> {
-    fn new(source: &'a [u8]) -> Self {
+impl Nested {
+    fn open(out: &mut Vec<u8>, field: u32, input_len: usize) -> Self {
+        encode_key(field, WireType::LengthDelimited, out);
+        let room = encoded_len_varint(input_len as u64);
+        out.resize(out.len() + room, 0);
         Self {
-            source,
-            out: None,
-            copied: 0,
+            body_at: out.len(),
+            room,
         }
     }
 
-    /// Replaces `source[start..end]` by what `write` writes.
-    fn replace(&mut self, start: usize, end: usize, write: impl FnOnce(&mut Vec<u8>)) {
-        let source = self.source;
-        let out = self
-            .out
-            .get_or_insert_with(|| Vec::with_capacity(source.len() + source.len() / 8 + 64));
-        out.extend_from_slice(&source[self.copied..start]);
-        write(out);
-        self.copied = end;
-    }
-
-    fn finish(self) -> Option<Vec<u8>> {
-        let mut out = self.out?;
-        out.extend_from_slice(&self.source[self.copied..]);
-        Some(out)
+    fn close(self, out: &mut Vec<u8>) {
+        let len = out.len() - self.body_at;
+        let needed = encoded_len_varint(len as u64);
+        let length_at = self.body_at - self.room;
+        if needed > self.room {
+            out.splice(
+                self.body_at..self.body_at,
+                std::iter::repeat_n(0, needed - self.room),
+            );
+        } else if needed < self.room {
+            out.drain(length_at + needed..self.body_at);
+        }
+        let mut slot = &mut out[length_at..length_at + needed];
+        encode_varint(len as u64, &mut slot);
     }
 }
 

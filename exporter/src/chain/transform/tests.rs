@@ -468,3 +468,50 @@ fn key_regex_decisions_hold_whatever_order_the_keys_come_in() {
         assert_eq!(span.attributes.len(), 4);
     }
 }
+
+#[test]
+fn spans_growing_or_shrinking_across_a_length_byte_encode_as_prost_does() {
+    // Span lengths just under and over 128 bytes (where a length takes a second byte),
+    // and a whole request over 16 KiB (a third one): the rewrite is written in place with
+    // room for the input's lengths, so these are where it must move bytes.
+    let span = |padding: usize| Span {
+        trace_id: fixtures::trace_id(1),
+        span_id: fixtures::span_id(padding),
+        name: "n".repeat(padding),
+        attributes: vec![string("drop.me", "x")],
+        ..Span::default()
+    };
+    let mut spans: Vec<Span> = (60..140).map(span).collect();
+    spans.extend((0..25).map(|_| span(100)));
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    };
+    let input = TraceData::from_request(&request);
+    assert!(input.encoded_len() < 16384, "{}", input.encoded_len());
+    for rules in [
+        "  - {action: set, key: added.attribute, value: some-longer-value}\n",
+        "  - {action: delete, key: drop.me}\n",
+    ] {
+        let (t, _) = transform(rules);
+        let out = t.apply(input.clone()).unwrap();
+        if rules.contains("set") {
+            assert!(out.encoded_len() > 16384, "{}", out.encoded_len());
+        }
+        let decoded = out.decode().unwrap();
+        assert_eq!(
+            out.bytes().as_ref(),
+            decoded.encode_to_vec().as_slice(),
+            "{rules}"
+        );
+        let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+        assert_eq!(spans.len(), 105);
+        assert_eq!(spans[0].name, "n".repeat(60));
+        assert_eq!(spans[79].name, "n".repeat(139));
+    }
+}

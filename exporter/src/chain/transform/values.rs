@@ -46,8 +46,16 @@ pub fn hash(body: &[u8], salted: &Salted) -> Result<Option<Vec<u8>>, WireError> 
         }
         ValueView::Array(_) | ValueView::Kvlist(_) => body,
     };
-    let digest = salted.0.clone().chain_update(bytes).finalize();
-    Ok(Some(string_value(&const_hex::encode(digest))))
+    let digest: [u8; 32] = salted.0.clone().chain_update(bytes).finalize().into();
+    // Encoded by hand, into one allocation: `string_value` of the hex, which costs a
+    // string, a hex string and an encoding more.
+    let mut hex = const_hex::Buffer::<32>::new();
+    let hex = hex.format(&digest);
+    let mut out = Vec::with_capacity(2 + hex.len());
+    // `AnyValue.string_value` (field 1, length-delimited) of 64 characters.
+    out.extend_from_slice(&[0x0A, hex.len() as u8]);
+    out.extend_from_slice(hex.as_bytes());
+    Ok(Some(out))
 }
 
 /// Replaces what `matchers` find in the value's strings (in arrays and maps too) by
