@@ -257,6 +257,22 @@ mod tests {
         )
     }
 
+    /// Starts the exporter on `first`, read from `path` and watched every 10 ms.
+    async fn start_watching(
+        path: &std::path::Path,
+        first: &str,
+        chains: Arc<dyn ChainFactory>,
+    ) -> app::Running {
+        app::start_with(
+            ExporterConfig::from_yaml(first).unwrap(),
+            ConfigSource::File(path.to_path_buf()),
+            Duration::from_millis(10),
+            chains,
+        )
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn shutdown_abandons_a_reload_whose_chain_is_still_being_built() {
         let dir = tempfile::tempdir().unwrap();
@@ -268,14 +284,7 @@ mod tests {
             builds: AtomicUsize::new(0),
             reload_started: Notify::new(),
         });
-        let running = app::start_with(
-            ExporterConfig::from_yaml(&first).unwrap(),
-            ConfigSource::File(path.clone()),
-            Duration::from_millis(10),
-            chains.clone(),
-        )
-        .await
-        .unwrap();
+        let running = start_watching(&path, &first, chains.clone()).await;
         let live = running.live_chain();
         live.admit(trace_data("svc", 10)).await.unwrap();
 
@@ -386,14 +395,7 @@ mod tests {
             let path = path.clone();
             move || std::fs::write(&path, edited).unwrap()
         }));
-        let running = app::start_with(
-            ExporterConfig::from_yaml(&first).unwrap(),
-            ConfigSource::File(path.clone()),
-            Duration::from_millis(10),
-            backends.clone(),
-        )
-        .await
-        .unwrap();
+        let running = start_watching(&path, &first, backends.clone()).await;
         reloads(&running.metrics, "success", 1).await;
         assert_eq!(backends.asked(), [vec!["a"], vec!["b"]]);
         running
@@ -413,14 +415,7 @@ mod tests {
         let first = config("  a:\n    blackhole: {}\n");
         std::fs::write(&path, &first).unwrap();
         let backends = Arc::new(RecordingBackends::default());
-        let running = app::start_with(
-            ExporterConfig::from_yaml(&first).unwrap(),
-            ConfigSource::File(path.clone()),
-            Duration::from_millis(10),
-            backends.clone(),
-        )
-        .await
-        .unwrap();
+        let running = start_watching(&path, &first, backends.clone()).await;
         let live = running.live_chain();
         let chain = live.current();
         std::fs::write(
@@ -460,14 +455,7 @@ mod tests {
         let first = config("  a:\n    blackhole: {}\n");
         std::fs::write(&path, &first).unwrap();
         let backends = Arc::new(RecordingBackends::default());
-        let running = app::start_with(
-            ExporterConfig::from_yaml(&first).unwrap(),
-            ConfigSource::File(path.clone()),
-            Duration::from_millis(10),
-            backends.clone(),
-        )
-        .await
-        .unwrap();
+        let running = start_watching(&path, &first, backends.clone()).await;
         let live = running.live_chain();
         let chain = live.current();
         std::fs::write(
