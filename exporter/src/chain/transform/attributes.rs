@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use prost::encoding::{WireType, encoded_len_varint};
 
-use super::rules::{Action, CompiledRule, KeyMemo};
+use super::rules::{Action, CompiledRule, KeyMemo, Selector};
 use super::values;
 use crate::otlp::WireError;
 use crate::otlp::view::KeyValueView;
@@ -119,6 +119,19 @@ pub fn apply<'a>(
     Ok(changed)
 }
 
+/// The attributes `selector` selects (every one without a selector), to rewrite in place.
+fn selected<'s, 'a>(
+    attributes: &'s mut [Attribute<'a>],
+    selector: Option<&'s Selector>,
+    memo: &'s mut KeyMemo,
+) -> impl Iterator<Item = &'s mut Attribute<'a>> {
+    attributes.iter_mut().enumerate().filter_map(move |(i, a)| {
+        selector
+            .is_none_or(|s| memo.selects(s, &a.key, i))
+            .then_some(a)
+    })
+}
+
 /// What one rule changed: attributes written, removed, renamed or rewritten.
 fn apply_rule<'a>(
     action: &'a Action,
@@ -162,11 +175,7 @@ fn apply_rule<'a>(
             }
         }
         Action::Hash { selector, salted } => {
-            for (_, a) in attributes
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, a)| memo.selects(selector, &a.key, *i))
-            {
+            for a in selected(attributes, Some(selector), memo) {
                 if let Some(value) = &a.value
                     && let Some(new) = values::hash(value, salted)?
                 {
@@ -181,14 +190,7 @@ fn apply_rule<'a>(
             replacement,
             whole,
         } => {
-            let mut selected = |i: usize, a: &Attribute<'_>| {
-                selector.as_ref().is_none_or(|s| memo.selects(s, &a.key, i))
-            };
-            for (_, a) in attributes
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, a)| selected(*i, a))
-            {
+            for a in selected(attributes, selector.as_ref(), memo) {
                 let Some(value) = &a.value else { continue };
                 if matchers.is_empty() {
                     if value.as_ref() != whole.as_slice() {
@@ -205,14 +207,7 @@ fn apply_rule<'a>(
             selector,
             max_bytes,
         } => {
-            let mut selected = |i: usize, a: &Attribute<'_>| {
-                selector.as_ref().is_none_or(|s| memo.selects(s, &a.key, i))
-            };
-            for (_, a) in attributes
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, a)| selected(*i, a))
-            {
+            for a in selected(attributes, selector.as_ref(), memo) {
                 if let Some(value) = &a.value
                     && let Some(new) = values::truncate(value, *max_bytes)?
                 {
