@@ -4,6 +4,7 @@
 //! virtualenv). Every test reads the rows back and compares every field.
 
 mod servers;
+mod transform_rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -207,6 +208,35 @@ async fn rich_request_round_trips_every_field_through_the_table_the_sink_creates
         .await
         .unwrap();
     assert_eq!(count(&server, "spans").await, 3);
+}
+
+/// Every transform rule, read back from the table: every column of every row, decoded
+/// field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_hold_only_transformed_spans() {
+    let server = ClickHouse::start();
+    let metrics = Metrics::for_tests();
+    let yaml = transform_rules::sink_yaml_of("clickhouse", &sink_config(&server, "transformed"));
+    let chain = transform_rules::chain(&yaml, &metrics).await;
+    chain.start();
+    chain
+        .admit(TraceData::from_request(&transform_rules::request()))
+        .await
+        .unwrap();
+    let report = chain.drain(Duration::from_secs(30)).await;
+    assert_eq!(report.delivered_spans, 2, "{report:?}");
+
+    let text = server
+        .query("SELECT * FROM default.transformed ORDER BY span_id FORMAT JSONEachRow")
+        .await;
+    assert_eq!(
+        transform_rules::holds_secret(text.as_bytes()),
+        None,
+        "{text}"
+    );
+    let lines: Vec<String> = parse_rows(&text).iter().map(row_to_line).collect();
+    let read = read_request(lines.iter().map(String::as_str)).unwrap();
+    transform_rules::assert_transformed(&read, 2, "clickhouse");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

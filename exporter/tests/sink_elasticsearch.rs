@@ -4,6 +4,7 @@
 //! No real Elasticsearch or OpenSearch can be installed on this machine.
 
 mod servers;
+mod transform_rules;
 
 use std::collections::BTreeSet;
 use std::time::Duration as StdDuration;
@@ -124,6 +125,40 @@ async fn rich_request_round_trips_every_field_through_osmem() {
         server.document("spans", id).await.as_deref(),
         Some(source.as_str())
     );
+}
+
+/// Every transform rule, read back from the index: each document's `_source` and `_id`,
+/// decoded field by field.
+#[tokio::test]
+async fn documents_hold_only_transformed_spans() {
+    let server = Osmem::start();
+    server.create_index("spans", FLAT_MAPPINGS).await;
+    let metrics = Metrics::for_tests();
+    let yaml = transform_rules::sink_yaml_of("elasticsearch", &config(&server.url()));
+    let chain = transform_rules::chain(&yaml, &metrics).await;
+    chain.start();
+    chain
+        .admit(TraceData::from_request(&transform_rules::request()))
+        .await
+        .unwrap();
+    let report = chain.drain(StdDuration::from_secs(30)).await;
+    assert_eq!(report.delivered_spans, 2, "{report:?}");
+
+    let documents = server.documents("spans").await;
+    let mut spans = Vec::new();
+    for (id, source) in &documents {
+        assert_eq!(transform_rules::holds_secret(id.as_bytes()), None, "{id}");
+        assert_eq!(
+            transform_rules::holds_secret(source.as_bytes()),
+            None,
+            "{source}"
+        );
+        let (json, _) = split_timestamp(source)
+            .unwrap_or_else(|| panic!("{id}: no @timestamp at the end of {source}"));
+        spans.push(json);
+    }
+    let read = read_request(spans.iter().map(String::as_str)).unwrap();
+    transform_rules::assert_transformed(&read, 2, "elasticsearch (osmem)");
 }
 
 #[tokio::test]

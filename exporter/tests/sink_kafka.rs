@@ -12,6 +12,7 @@ use rdkafka::message::Message as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spansink_config::{ByteSize, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig};
+use spansink_exporter::chain::Admit;
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{
     self, batch_of, flatten, interleaved_traces, rich_span, trace_ids,
@@ -24,6 +25,7 @@ use spansink_exporter::sinks::kafka::producer::client_config;
 use spansink_exporter::telemetry::metrics::{Metrics, SinkReasonLabels};
 
 mod pipeline;
+mod transform_rules;
 use pipeline::FallbackPipeline;
 
 const TOPIC: &str = "spans";
@@ -609,4 +611,42 @@ async fn brokers_gone_mid_stream_hand_the_batch_to_the_fallback_and_lose_nothing
         flatten(&after),
         "what Kafka could not take is in the dead letter, every field"
     );
+}
+
+/// Every transform rule, read back from the topic in each encoding: the message values and
+/// keys, decoded field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_hold_only_transformed_spans_in_each_encoding() {
+    for encoding in [
+        KafkaEncoding::OtlpProto,
+        KafkaEncoding::OtlpJson,
+        KafkaEncoding::Json,
+    ] {
+        let cluster = cluster();
+        let bootstrap = cluster.bootstrap_servers();
+        let metrics = Metrics::for_tests();
+        let yaml = transform_rules::sink_yaml_of("kafka", &sink_config(&bootstrap, encoding));
+        let chain = transform_rules::chain(&yaml, &metrics).await;
+        chain.start();
+        chain
+            .admit(spansink_exporter::otlp::TraceData::from_request(
+                &transform_rules::request(),
+            ))
+            .await
+            .unwrap();
+        let report = chain.drain(Duration::from_secs(30)).await;
+        assert_eq!(report.delivered_spans, 2, "{encoding:?}: {report:?}");
+
+        let consumed = consume(&bootstrap, encoding, 2);
+        for c in &consumed {
+            assert_eq!(
+                transform_rules::holds_secret(&c.value),
+                None,
+                "{encoding:?}"
+            );
+            assert_eq!(transform_rules::holds_secret(c.key.as_bytes()), None);
+        }
+        let read = merged(consumed.iter().map(|c| decode(encoding, &c.value)));
+        transform_rules::assert_transformed(&read, 2, &format!("kafka {encoding:?}"));
+    }
 }

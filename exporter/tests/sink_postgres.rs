@@ -4,6 +4,7 @@
 //! a file fallback), and permanent errors that are not retried.
 
 mod servers;
+mod transform_rules;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use servers::postgres::Postgres;
 use spansink_config::{ExporterConfig, PostgresSinkConfig, SinkConfig};
 use spansink_exporter::chain::{Admit, Chain};
@@ -317,6 +318,53 @@ async fn round_trip_keeps_every_field() {
         ]
     );
     sink.shutdown().await.unwrap();
+}
+
+/// Every transform rule, read back with SQL: every column of every row as text, and each
+/// row as a span with its resource and scope, field by field.
+#[tokio::test]
+async fn rows_hold_only_transformed_spans() {
+    let pg = Postgres::start();
+    let metrics = Metrics::for_tests();
+    let yaml = transform_rules::sink_yaml_of("postgres", &config(&pg, "transformed"));
+    let chain = transform_rules::chain(&yaml, &metrics).await;
+    chain.start();
+    chain
+        .admit(TraceData::from_request(&transform_rules::request()))
+        .await
+        .unwrap();
+    let report = chain.drain(Duration::from_secs(30)).await;
+    assert_eq!(report.delivered_spans, 2, "{report:?}");
+
+    let client = pg.client("postgres").await;
+    for row in client
+        .query("SELECT t::text AS row FROM transformed t", &[])
+        .await
+        .unwrap()
+    {
+        let text: String = row.get("row");
+        assert_eq!(
+            transform_rules::holds_secret(text.as_bytes()),
+            None,
+            "{text}"
+        );
+    }
+    let read = ExportTraceServiceRequest {
+        resource_spans: read_back(&pg, "transformed")
+            .await
+            .into_iter()
+            .map(|stored| ResourceSpans {
+                resource: Some(stored.resource),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(stored.scope),
+                    spans: vec![stored.span],
+                    schema_url: stored.scope_schema_url,
+                }],
+                schema_url: stored.resource_schema_url,
+            })
+            .collect(),
+    };
+    transform_rules::assert_transformed(&read, 2, "postgres");
 }
 
 #[tokio::test]

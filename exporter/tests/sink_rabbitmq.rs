@@ -4,6 +4,7 @@
 //! (and kill) their own.
 
 mod servers;
+mod transform_rules;
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -285,6 +286,42 @@ async fn round_trip_keeps_every_field_in_each_encoding_with_message_properties()
             );
         }
         assert_eq!(ids.len(), messages.len(), "message ids are unique");
+    }
+}
+
+/// Every transform rule, read back from a bound queue in each encoding: the message
+/// bodies, decoded field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_hold_only_transformed_spans_in_each_encoding() {
+    let broker = shared_broker();
+    for encoding in [
+        RabbitMqEncoding::OtlpProto,
+        RabbitMqEncoding::OtlpJson,
+        RabbitMqEncoding::Json,
+    ] {
+        let exchange = unique("transform");
+        let reader =
+            Reader::bound(broker.port, &exchange, &unique("q"), FieldTable::default()).await;
+        let metrics = Metrics::for_tests();
+        let yaml = transform_rules::sink_yaml_of(
+            "rabbitmq",
+            &sink_config(broker.port, &exchange, encoding),
+        );
+        let chain = transform_rules::chain(&yaml, &metrics).await;
+        chain.start();
+        chain
+            .admit(TraceData::from_request(&transform_rules::request()))
+            .await
+            .unwrap();
+        let report = chain.drain(Duration::from_secs(30)).await;
+        assert_eq!(report.delivered_spans, 2, "{encoding:?}: {report:?}");
+
+        let messages = reader.take(encoding, 2).await;
+        for (body, _) in &messages {
+            assert_eq!(transform_rules::holds_secret(body), None, "{encoding:?}");
+        }
+        let read = merged(messages.iter().map(|(body, _)| decode(encoding, body)));
+        transform_rules::assert_transformed(&read, 2, &format!("rabbitmq {encoding:?}"));
     }
 }
 

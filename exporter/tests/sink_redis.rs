@@ -3,6 +3,7 @@
 //! a server down at start or killed mid-stream, and permanent refusals.
 
 mod servers;
+mod transform_rules;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -137,6 +138,35 @@ async fn trace_round_trip_keeps_every_field_and_sets_the_ttl() {
     // Every field of every span with its resource and scope.
     let read = read_request(all.iter().map(String::as_str)).unwrap();
     assert_eq!(flatten(&read), flatten(&request));
+}
+
+/// Every transform rule, read back from the stream: each entry's span JSON and fields.
+#[tokio::test]
+async fn stream_entries_hold_only_transformed_spans() {
+    let server = RedisServer::start();
+    let metrics = Metrics::for_tests();
+    let yaml = transform_rules::sink_yaml_of("redis", &stream_config(&server));
+    let chain = transform_rules::chain(&yaml, &metrics).await;
+    chain.start();
+    chain
+        .admit(TraceData::from_request(&transform_rules::request()))
+        .await
+        .unwrap();
+    assert_eq!(
+        chain.drain(Duration::from_secs(30)).await.delivered_spans,
+        2
+    );
+
+    let entries = stream_entries(&server, STREAM).await;
+    for (field, value) in entries.iter().flatten() {
+        assert_eq!(
+            transform_rules::holds_secret(value.as_bytes()),
+            None,
+            "{field}: {value}"
+        );
+    }
+    let read = read_request(entries.iter().map(|e| e["span"].as_str())).unwrap();
+    transform_rules::assert_transformed(&read, 2, "redis stream");
 }
 
 #[tokio::test]

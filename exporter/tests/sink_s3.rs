@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use spansink_config::{ByteSize, S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
+use spansink_exporter::chain::Admit;
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{self, batch_of, flatten, interleaved_traces, rich_span};
 use spansink_exporter::otlp::span_count;
@@ -20,6 +21,7 @@ use spansink_exporter::telemetry::metrics::Metrics;
 
 mod pipeline;
 mod servers;
+mod transform_rules;
 use pipeline::FallbackPipeline;
 use servers::free_port;
 use servers::moto::Moto;
@@ -126,6 +128,17 @@ fn decode(encoding: S3Encoding, plain: &[u8]) -> ExportTraceServiceRequest {
         S3Encoding::OtlpProto => ExportTraceServiceRequest::decode(plain).unwrap(),
         S3Encoding::OtlpJson => serde_json::from_slice(plain).unwrap(),
         S3Encoding::Jsonl => read_request(std::str::from_utf8(plain).unwrap().lines()).unwrap(),
+    }
+}
+
+/// A chain builds the sink from YAML, so credentials come from the standard AWS chain:
+/// the environment.
+fn standard_chain_credentials() {
+    // SAFETY: every test of this binary that reads these variables wants exactly these
+    // values, and nothing else reads the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
     }
 }
 
@@ -407,13 +420,7 @@ async fn the_standard_chain_builds_without_touching_the_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_gone_mid_stream_hands_the_batch_to_the_fallback_and_loses_nothing() {
-    // The chain builds the sink from YAML, so credentials come from the standard AWS
-    // chain: the environment. SAFETY: every test of this binary that reads these
-    // variables wants exactly these values, and nothing else reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
+    standard_chain_credentials();
     let moto = Moto::start();
     let s3 = client(&moto.endpoint);
     create_bucket(&s3).await;
@@ -444,4 +451,53 @@ async fn a_server_gone_mid_stream_hands_the_batch_to_the_fallback_and_loses_noth
         flatten(&after),
         "what S3 could not take is in the dead letter, every field"
     );
+}
+
+/// Every transform rule, read back from the bucket in each encoding: the objects' bodies
+/// and keys, decoded field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_hold_only_transformed_spans_in_each_encoding() {
+    standard_chain_credentials();
+    let moto = Moto::start();
+    let s3 = client(&moto.endpoint);
+    create_bucket(&s3).await;
+    for (encoding, prefix) in [
+        (S3Encoding::OtlpProto, "proto/"),
+        (S3Encoding::OtlpJson, "json/"),
+        (S3Encoding::Jsonl, "jsonl/"),
+    ] {
+        let mut config = sink_config(&moto.endpoint);
+        config.region = Some("us-east-1".into());
+        config.encoding = encoding;
+        config.compression = S3Compression::None;
+        config.prefix = prefix.into();
+        let metrics = Metrics::for_tests();
+        let yaml = transform_rules::sink_yaml_of("s3", &config);
+        let chain = transform_rules::chain(&yaml, &metrics).await;
+        chain.start();
+        chain
+            .admit(spansink_exporter::otlp::TraceData::from_request(
+                &transform_rules::request(),
+            ))
+            .await
+            .unwrap();
+        let report = chain.drain(std::time::Duration::from_secs(30)).await;
+        assert_eq!(report.delivered_spans, 2, "{encoding:?}: {report:?}");
+
+        let keys: Vec<String> = list_keys(&s3)
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        assert_eq!(keys.len(), 1, "{encoding:?}: {keys:?}");
+        assert_eq!(transform_rules::holds_secret(keys[0].as_bytes()), None);
+        let object = download(&s3, &keys[0]).await;
+        let plain = decompress(S3Compression::None, &object.body);
+        assert_eq!(transform_rules::holds_secret(&plain), None, "{encoding:?}");
+        transform_rules::assert_transformed(
+            &decode(encoding, &plain),
+            2,
+            &format!("s3 {encoding:?}"),
+        );
+    }
 }
