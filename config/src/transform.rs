@@ -94,7 +94,6 @@ pub struct TransformRule {
     /// `truncate`: string and bytes values longer than this are cut to at most this many
     /// bytes (a string at a UTF-8 character boundary), strings in arrays and maps
     /// included. Without `key`, `keys` or `key_regex`, every attribute of the scope.
-    #[schemars(extend("nullable" = false))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<ByteSize>,
 }

@@ -508,7 +508,10 @@ fn required_sizes_are_not_nullable() {
     );
     assert_eq!(
         nullable,
-        vec!["pipeline.sinks[*].file.rotation.max_size"],
+        vec![
+            "pipeline.sinks[*].file.rotation.max_size",
+            "pipeline.sinks[*].transform.rules.items.max_bytes",
+        ],
         "nullable int-or-string fields"
     );
 }
