@@ -12,7 +12,6 @@ use rdkafka::message::Message as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spansink_config::{ByteSize, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig};
-use spansink_exporter::chain::Admit;
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{
     self, batch_of, flatten, interleaved_traces, rich_span, trace_ids,
@@ -624,18 +623,7 @@ async fn messages_hold_only_transformed_spans_in_each_encoding() {
     ] {
         let cluster = cluster();
         let bootstrap = cluster.bootstrap_servers();
-        let metrics = Metrics::for_tests();
-        let yaml = transform_rules::sink_yaml_of("kafka", &sink_config(&bootstrap, encoding));
-        let chain = transform_rules::chain(&yaml, &metrics).await;
-        chain.start();
-        chain
-            .admit(spansink_exporter::otlp::TraceData::from_request(
-                &transform_rules::request(),
-            ))
-            .await
-            .unwrap();
-        let report = chain.drain(Duration::from_secs(30)).await;
-        assert_eq!(report.delivered_spans, 2, "{encoding:?}: {report:?}");
+        transform_rules::deliver("kafka", &sink_config(&bootstrap, encoding)).await;
 
         let consumed = consume(&bootstrap, encoding, 2);
         for c in &consumed {

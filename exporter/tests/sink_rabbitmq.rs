@@ -302,19 +302,7 @@ async fn messages_hold_only_transformed_spans_in_each_encoding() {
         let exchange = unique("transform");
         let reader =
             Reader::bound(broker.port, &exchange, &unique("q"), FieldTable::default()).await;
-        let metrics = Metrics::for_tests();
-        let yaml = transform_rules::sink_yaml_of(
-            "rabbitmq",
-            &sink_config(broker.port, &exchange, encoding),
-        );
-        let chain = transform_rules::chain(&yaml, &metrics).await;
-        chain.start();
-        chain
-            .admit(TraceData::from_request(&transform_rules::request()))
-            .await
-            .unwrap();
-        let report = chain.drain(Duration::from_secs(30)).await;
-        assert_eq!(report.delivered_spans, 2, "{encoding:?}: {report:?}");
+        transform_rules::deliver("rabbitmq", &sink_config(broker.port, &exchange, encoding)).await;
 
         let messages = reader.take(encoding, 2).await;
         for (body, _) in &messages {

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use spansink_config::{ByteSize, S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
-use spansink_exporter::chain::Admit;
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{self, batch_of, flatten, interleaved_traces, rich_span};
 use spansink_exporter::otlp::span_count;
@@ -471,18 +470,7 @@ async fn objects_hold_only_transformed_spans_in_each_encoding() {
         config.encoding = encoding;
         config.compression = S3Compression::None;
         config.prefix = prefix.into();
-        let metrics = Metrics::for_tests();
-        let yaml = transform_rules::sink_yaml_of("s3", &config);
-        let chain = transform_rules::chain(&yaml, &metrics).await;
-        chain.start();
-        chain
-            .admit(spansink_exporter::otlp::TraceData::from_request(
-                &transform_rules::request(),
-            ))
-            .await
-            .unwrap();
-        let report = chain.drain(std::time::Duration::from_secs(30)).await;
-        assert_eq!(report.delivered_spans, 2, "{encoding:?}: {report:?}");
+        transform_rules::deliver("s3", &config).await;
 
         let keys: Vec<String> = list_keys(&s3)
             .await

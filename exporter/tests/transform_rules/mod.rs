@@ -14,8 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::span::{Event, Link};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use sha2::{Digest, Sha256};
 use spansink_config::ExporterConfig;
-use spansink_exporter::chain::{Chain, build_chain};
+use spansink_exporter::chain::{Admit, Chain, build_chain};
 use spansink_exporter::encoding::flat_spans;
+use spansink_exporter::otlp::TraceData;
 use spansink_exporter::otlp::fixtures::{attribute, span_id, string, trace_id};
 use spansink_exporter::telemetry::metrics::{Metrics, TransformLabels};
 
@@ -128,6 +129,23 @@ pub async fn chain(yaml: &str, metrics: &Metrics) -> Chain {
     build_chain(&config, metrics)
         .await
         .unwrap_or_else(|e| panic!("the chain does not build: {e}\n{yaml}"))
+}
+
+/// Sends [`request`] through a started chain of one `key` sink with `config` and
+/// [`RULES`], and drains it: both spans must be delivered. The chain's metrics, for
+/// [`changes`].
+pub async fn deliver(key: &str, config: &impl serde::Serialize) -> Metrics {
+    let metrics = Metrics::for_tests();
+    let yaml = sink_yaml_of(key, config);
+    let chain = chain(&yaml, &metrics).await;
+    chain.start();
+    chain
+        .admit(TraceData::from_request(&request()))
+        .await
+        .unwrap_or_else(|e| panic!("{key}: not admitted: {e}"));
+    let report = chain.drain(std::time::Duration::from_secs(30)).await;
+    assert_eq!(report.delivered_spans, 2, "{key}: {report:?}");
+    metrics
 }
 
 /// What `rule` (its name or index) of `sink` counted as changed.
