@@ -257,12 +257,14 @@ mod tests {
         )
     }
 
-    /// Starts the exporter on `first`, read from `path` and watched every 10 ms.
+    /// Writes `first` to `path` and starts the exporter on it, watching the file every
+    /// 10 ms.
     async fn start_watching(
         path: &std::path::Path,
         first: &str,
         chains: Arc<dyn ChainFactory>,
     ) -> app::Running {
+        std::fs::write(path, first).unwrap();
         app::start_with(
             ExporterConfig::from_yaml(first).unwrap(),
             ConfigSource::File(path.to_path_buf()),
@@ -278,7 +280,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         let first = config("  a:\n    blackhole: {}\n");
-        std::fs::write(&path, &first).unwrap();
         let chains = Arc::new(StallingReloads {
             sink: Arc::new(TestSink::recording()),
             builds: AtomicUsize::new(0),
@@ -386,7 +387,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         let first = config("  a:\n    blackhole: {}\n");
-        std::fs::write(&path, &first).unwrap();
         // The edit lands while the first chain is built: after the file was loaded,
         // before the reloader ever read it.
         let edited = config("  a:\n    blackhole: {}\n  b:\n    blackhole: {}\n");
@@ -413,7 +413,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         let first = config("  a:\n    blackhole: {}\n");
-        std::fs::write(&path, &first).unwrap();
         let backends = Arc::new(RecordingBackends::default());
         let running = start_watching(&path, &first, backends.clone()).await;
         let live = running.live_chain();
@@ -453,7 +452,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.yaml");
         let first = config("  a:\n    blackhole: {}\n");
-        std::fs::write(&path, &first).unwrap();
         let backends = Arc::new(RecordingBackends::default());
         let running = start_watching(&path, &first, backends.clone()).await;
         let live = running.live_chain();
