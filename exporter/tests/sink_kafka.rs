@@ -323,13 +323,16 @@ fn consume(bootstrap: &str, encoding: KafkaEncoding, spans: usize) -> Vec<Consum
     out
 }
 
+/// Each encoding the sink writes.
+const EVERY_ENCODING: [KafkaEncoding; 3] = [
+    KafkaEncoding::OtlpProto,
+    KafkaEncoding::OtlpJson,
+    KafkaEncoding::Json,
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
-    for encoding in [
-        KafkaEncoding::OtlpProto,
-        KafkaEncoding::OtlpJson,
-        KafkaEncoding::Json,
-    ] {
+    for encoding in EVERY_ENCODING {
         let cluster = cluster();
         let bootstrap = cluster.bootstrap_servers();
         let sink = KafkaSink::new(
@@ -616,11 +619,7 @@ async fn brokers_gone_mid_stream_hand_the_batch_to_the_fallback_and_lose_nothing
 /// keys, decoded field by field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_hold_only_transformed_spans_in_each_encoding() {
-    for encoding in [
-        KafkaEncoding::OtlpProto,
-        KafkaEncoding::OtlpJson,
-        KafkaEncoding::Json,
-    ] {
+    for encoding in EVERY_ENCODING {
         let cluster = cluster();
         let bootstrap = cluster.bootstrap_servers();
         transform_rules::deliver("kafka", &sink_config(&bootstrap, encoding)).await;
