@@ -214,12 +214,7 @@ async fn controller_loop_follows_the_spansink_through_its_life() {
         message.contains("spec.pipeline.sinks.main.fallback"),
         "{message}"
     );
-    let warning = eventually("Warning event", || {
-        fake.list(&events(), "team-a")
-            .into_iter()
-            .find(|e| e["reason"] == "InvalidPipeline")
-    })
-    .await;
+    let warning = event_with_reason(&fake, "InvalidPipeline").await;
     assert_eq!(warning["type"], "Warning");
     assert_eq!(warning["regarding"]["name"], "traces");
     assert_eq!(
@@ -460,12 +455,7 @@ async fn objects_the_spansink_does_not_control_are_never_taken_over() {
     ] {
         assert!(message.contains(named), "{named} not in {message}");
     }
-    let warning = eventually("NameConflict event", || {
-        fake.list(&events(), "team-a")
-            .into_iter()
-            .find(|e| e["reason"] == "NameConflict")
-    })
-    .await;
+    let warning = event_with_reason(&fake, "NameConflict").await;
     assert_eq!(warning["type"], "Warning");
     // A few retries later, still untouched: same object, same resourceVersion.
     tokio::time::sleep(NAME_CONFLICT_RETRY * 3).await;
@@ -568,6 +558,16 @@ fn claim_size(stateful_set: &Value) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// The first event in team-a with `reason`, once there is one.
+async fn event_with_reason(fake: &FakeApiServer, reason: &str) -> Value {
+    eventually(&format!("{reason} event"), || {
+        fake.list(&events(), "team-a")
+            .into_iter()
+            .find(|e| e["reason"] == reason)
+    })
+    .await
 }
 
 fn ready_reason(fake: &FakeApiServer) -> Option<String> {
@@ -853,12 +853,7 @@ async fn a_changed_claim_template_is_refused_while_the_rest_still_applies() {
         sts["metadata"]["uid"], first["metadata"]["uid"],
         "not recreated"
     );
-    let warning = eventually("Warning event", || {
-        fake.list(&events(), "team-a")
-            .into_iter()
-            .find(|e| e["reason"] == "QueueVolumeChangeRefused")
-    })
-    .await;
+    let warning = event_with_reason(&fake, "QueueVolumeChangeRefused").await;
     assert_eq!(warning["type"], "Warning");
     // No reconcile failed on a 422 from the API server.
     assert!(
@@ -903,12 +898,7 @@ async fn a_durable_queue_off_the_queue_volume_is_refused_in_the_status() {
         "{message}"
     );
     assert_eq!(ready_reason(&fake).as_deref(), Some("InvalidPipeline"));
-    let warning = eventually("Warning event", || {
-        fake.list(&events(), "team-a")
-            .into_iter()
-            .find(|e| e["reason"] == "InvalidPipeline")
-    })
-    .await;
+    let warning = event_with_reason(&fake, "InvalidPipeline").await;
     assert!(
         warning["note"]
             .as_str()
@@ -988,12 +978,7 @@ async fn a_missing_secret_or_key_is_named_in_the_status_until_it_is_created() {
         "Secret team-a/postgres-ca (spec.secretMounts[1], mounted at /etc/spansink/postgres) \
          does not exist: new exporter pods cannot start until it does; create it, or set optional: true"
     );
-    let warning = eventually("SecretMissing event", || {
-        fake.list(&events(), "team-a")
-            .into_iter()
-            .find(|e| e["reason"] == "SecretMissing")
-    })
-    .await;
+    let warning = event_with_reason(&fake, "SecretMissing").await;
     assert!(
         warning["note"]
             .as_str()
@@ -1072,11 +1057,6 @@ async fn an_optional_secret_mount_needs_no_secret_and_a_bad_one_is_an_invalid_sp
         "{message}"
     );
     assert_eq!(ready_reason(&fake).as_deref(), Some("InvalidSpec"));
-    eventually("InvalidSpec event", || {
-        fake.list(&events(), "team-a")
-            .into_iter()
-            .find(|e| e["reason"] == "InvalidSpec")
-    })
-    .await;
+    event_with_reason(&fake, "InvalidSpec").await;
     stop_controller(task, stop).await;
 }
