@@ -692,6 +692,61 @@ async fn an_incompatible_or_missing_table_is_permanent_and_named() {
 }
 
 #[tokio::test]
+async fn create_table_creates_a_missing_schema_or_says_which_grant_is_missing() {
+    let pg = Postgres::start();
+    let batch = batch_of(&[&numbered_request(1, 3)]);
+    // examples/postgres.yaml's table on a fresh database: schema and table are created.
+    sink(&PostgresSinkConfig {
+        table: "tracing.spans".into(),
+        ..config(&pg, "")
+    })
+    .export(&batch)
+    .await
+    .unwrap();
+    assert_eq!(count(&pg, "tracing.spans").await, 3);
+
+    // Without create_table, a missing schema is named as such.
+    let err = sink(&PostgresSinkConfig {
+        table: "absent.spans".into(),
+        create_table: false,
+        ..config(&pg, "")
+    })
+    .export(&batch)
+    .await
+    .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(
+        err.to_string().contains(
+            "schema \"absent\" (and table \"absent\".\"spans\") does not exist; create it or set postgres.create_table: true"
+        ),
+        "{err}"
+    );
+
+    // A role that may not create schemas gets the statement and the grant to make.
+    pg.client("postgres")
+        .await
+        .batch_execute("CREATE ROLE writer LOGIN")
+        .await
+        .unwrap();
+    let err = sink(&PostgresSinkConfig {
+        table: "other.spans".into(),
+        user: "writer".into(),
+        ..config(&pg, "")
+    })
+    .export(&batch)
+    .await
+    .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "schema", "{err}");
+    assert!(
+        err.to_string().contains(
+            "schema \"other\" does not exist and this role may not create it; create it (CREATE SCHEMA \"other\") or grant the role CREATE on the database"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_wrong_password_or_database_is_permanent() {
     let pg = Postgres::start();
     let missing_db = PostgresSinkConfig {

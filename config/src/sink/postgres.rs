@@ -23,8 +23,9 @@ pub struct PostgresSinkConfig {
     /// Database to connect to. It must exist.
     pub database: String,
     /// Role (user) to connect as. It needs INSERT on the table and TEMP on the database;
-    /// with `create_table` also CREATE on the schema, unless the table already exists
-    /// with every column and index.
+    /// with `create_table` also CREATE on the schema (and CREATE on the database when
+    /// the schema is missing), unless the table already exists with every column and
+    /// index.
     pub user: String,
     /// Name of the environment variable holding the password, e.g. `PGPASSWORD`. Unset:
     /// no password (trust or peer authentication).
@@ -32,12 +33,13 @@ pub struct PostgresSinkConfig {
     pub password_env: Option<String>,
     /// Table the spans are written to, optionally schema-qualified (`tracing.spans`).
     /// Unquoted PostgreSQL identifiers: lowercase letters, digits and `_`, not starting
-    /// with a digit, at most 63 bytes each. The schema must exist. Default: `spans`.
+    /// with a digit, at most 63 bytes each. A missing schema is created with the table
+    /// when `create_table` is on. Default: `spans`.
     #[serde(default = "PostgresSinkConfig::default_table")]
     pub table: String,
-    /// Create the table, its missing columns and its indexes on the first export. When
-    /// `false`, a missing table or column fails exports permanently with a message
-    /// naming what is missing. Default: `true`.
+    /// Create the table (and its schema), its missing columns and its indexes on the
+    /// first export. When `false`, a missing schema, table or column fails exports
+    /// permanently with a message naming what is missing. Default: `true`.
     #[serde(default = "crate::default_true")]
     pub create_table: bool,
     /// Connections in the sink's pool (exports running at once, each on its own

@@ -164,11 +164,14 @@ impl PostgresSink {
             return Ok(());
         }
         let done = schema::migrate(client, &self.table, self.create_table).await?;
-        if done.created_table || !done.added_columns.is_empty() || !done.created_indexes.is_empty()
+        if done.created_schema
+            || done.created_table
+            || !done.added_columns.is_empty() || !done.created_indexes.is_empty()
         {
             tracing::info!(
                 sink = %self.name,
                 table = %self.table.qualified(),
+                created_schema = done.created_schema,
                 created_table = done.created_table,
                 added_columns = %logging::list(&done.added_columns),
                 created_indexes = %logging::list(&done.created_indexes),

@@ -141,6 +141,11 @@ impl Table {
         }
     }
 
+    /// The schema part of `[schema.]table`, if named.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
     /// `"schema"."table"` or `"table"`.
     pub fn qualified(&self) -> String {
         match &self.schema {
@@ -289,9 +294,51 @@ async fn inspect(
     Ok(Some(Existing { columns, indexes }))
 }
 
+const SCHEMA_EXISTS_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)";
+
+async fn schema_exists(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+) -> Result<bool, PostgresError> {
+    let row = tx
+        .query_one(SCHEMA_EXISTS_SQL, &[&schema])
+        .await
+        .map_err(|e| classify("inspect the schema", &e))?;
+    Ok(row.get::<_, bool>(0))
+}
+
+/// Creates the table's schema when it is missing, so `create_table` works for
+/// `tracing.spans` on a fresh database. Needs CREATE on the database; without it the
+/// error names the schema and the grant. Under its own advisory lock because two tables
+/// of one schema (two sinks, or replicas) would otherwise race on the catalog.
+async fn create_schema_if_missing(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+) -> Result<bool, PostgresError> {
+    if schema_exists(tx, schema).await? {
+        return Ok(false);
+    }
+    tx.execute(LOCK_SQL, &[&format!("schema {schema}")])
+        .await
+        .map_err(|e| classify("lock the schema for migration", &e))?;
+    match tx
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            Err(PostgresError::Schema(format!(
+                "schema \"{schema}\" does not exist and this role may not create it; create it (CREATE SCHEMA \"{schema}\") or grant the role CREATE on the database"
+            )))
+        }
+        Err(e) => Err(classify("create the schema", &e)),
+    }
+}
+
 /// What a migration did, for the log.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Migration {
+    pub created_schema: bool,
     pub created_table: bool,
     pub added_columns: Vec<&'static str>,
     pub created_indexes: Vec<String>,
@@ -299,8 +346,8 @@ pub struct Migration {
     pub missing_indexes: Vec<String>,
 }
 
-/// Brings the table to [`COLUMNS`] and the indexes, in one transaction under an advisory
-/// lock. Only what is missing is changed, so a role that may only INSERT works on a
+/// Brings the table to [`COLUMNS`] and the indexes (and creates its schema when missing),
+/// in one transaction under an advisory lock. Only what is missing is changed, so a role that may only INSERT works on a
 /// table that is already complete. With `create` off nothing is changed: a missing
 /// table, column or key index is a permanent error naming it. A column of another type
 /// is always a permanent error (the sink will not rewrite a user's column). Indexes are
@@ -323,6 +370,9 @@ pub async fn migrate(
     let existing = match inspect(&tx, &qualified).await? {
         Some(existing) => existing,
         None if create => {
+            if let Some(schema) = table.schema() {
+                done.created_schema = create_schema_if_missing(&tx, schema).await?;
+            }
             tx.batch_execute(&create_table_sql(table))
                 .await
                 .map_err(|e| classify("create the table", &e))?;
@@ -330,8 +380,14 @@ pub async fn migrate(
             inspect(&tx, &qualified).await?.unwrap_or_default()
         }
         None => {
+            let what = match table.schema() {
+                Some(schema) if !schema_exists(&tx, schema).await? => {
+                    format!("schema \"{schema}\" (and table {qualified})")
+                }
+                _ => format!("table {qualified}"),
+            };
             return Err(PostgresError::Schema(format!(
-                "table {qualified} does not exist; create it or set postgres.create_table: true"
+                "{what} does not exist; create it or set postgres.create_table: true"
             )));
         }
     };
