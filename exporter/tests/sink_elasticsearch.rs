@@ -197,14 +197,52 @@ async fn mapping_errors_from_the_emulator_are_permanent() {
     );
 }
 
+/// The log lines written while `f` runs on this thread (the tests' runtime is
+/// single-threaded, so the sink's own lines land here).
+async fn logs_of<T>(f: impl std::future::Future<Output = T>) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = {
+        let _default = tracing::subscriber::set_default(subscriber);
+        f.await
+    };
+    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    (out, text)
+}
+
 #[tokio::test]
 async fn cluster_down_at_start_fails_transiently_then_delivers() {
     let port = servers::free_port();
     let sink = sink(&config(&format!("http://127.0.0.1:{port}")));
     let request = fixtures::request(20, 3);
-    let err = expect_err(sink.export(&batch(&request)).await);
+    let (result, logs) = logs_of(sink.export(&batch(&request))).await;
+    let err = expect_err(result);
     assert!(err.is_transient(), "{err}");
     assert_eq!(err.reason(), "connect");
+    // Each failed attempt is logged, so an outage shows without debug logs.
+    assert!(
+        logs.contains("WARN") && logs.contains("Elasticsearch bulk request failed"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("sink=es") && logs.contains("reason=connect"),
+        "{logs}"
+    );
 
     let server = Osmem::start_on(port);
     sink.export(&batch(&request)).await.unwrap();

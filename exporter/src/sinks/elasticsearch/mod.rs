@@ -278,7 +278,15 @@ impl Sink for ElasticsearchSink {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_ITEM_BACKOFF);
             }
-            pending = self.send_round(&items, &pending, &mut report).await?;
+            pending = match self.send_round(&items, &pending, &mut report).await {
+                Ok(pending) => pending,
+                Err(error) => {
+                    // As every other sink does for a failed attempt: an outage shows in
+                    // the log, not only in the retry policy's debug lines.
+                    tracing::warn!(sink = %self.name, documents = total, written = report.written, reason = %error.reason(), error = %error, "Elasticsearch bulk request failed");
+                    return Err(error);
+                }
+            };
             if pending.is_empty() {
                 break;
             }
