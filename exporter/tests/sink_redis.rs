@@ -492,6 +492,34 @@ async fn acl_refusals_and_bad_passwords_are_permanent() {
     trace.password_env = config.password_env.clone();
     let sink = RedisSink::with_env("traces", &trace, &|_| Some("s3cret".into())).unwrap();
     sink.export(&batch).await.unwrap();
+
+    // README's grants, on a database other than 0: SELECT is refused when the connection
+    // is made, and the error says which grant is missing.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "writer", "on", ">s3cret", "~*", "+xadd", "+rpush", "+pexpire", "+multi",
+            "+exec",
+        ])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut db1 = RedisSinkConfig::stream(server.url().replace("/0", "/1"));
+    db1.connect_timeout = spansink_config::Duration::from_secs(2);
+    db1.username = Some("writer".into());
+    db1.password_env = Some("REDIS_PASSWORD".into());
+    let sink = RedisSink::with_env("spans", &db1, &|_| Some("s3cret".into())).unwrap();
+    let err = sink.export(&batch).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "permission", "{err}");
+    assert!(err.to_string().contains("+select"), "{err}");
+    // With +select the same user writes to database 1.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "writer", "+select"])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let sink = RedisSink::with_env("spans", &db1, &|_| Some("s3cret".into())).unwrap();
+    sink.export(&batch).await.unwrap();
 }
 
 #[tokio::test]

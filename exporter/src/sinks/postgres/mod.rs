@@ -166,7 +166,8 @@ impl PostgresSink {
         let done = schema::migrate(client, &self.table, self.create_table).await?;
         if done.created_schema
             || done.created_table
-            || !done.added_columns.is_empty() || !done.created_indexes.is_empty()
+            || !done.added_columns.is_empty()
+            || !done.created_indexes.is_empty()
         {
             tracing::info!(
                 sink = %self.name,

@@ -171,12 +171,9 @@ fn server_error(code: &str, detail: &str) -> SinkError {
                 "Redis refused the credentials: {text}; check redis.username and the variable named by redis.password_env"
             ),
         ),
-        "NOPERM" => SinkError::permanent(
-            "permission",
-            format!(
-                "Redis refused the command for this user: {text}; grant the ACL user the commands (+xadd or +rpush +pexpire, +multi +exec) and keys it writes"
-            ),
-        ),
+        // The client's connection setup reports a refused SELECT as plain ERR.
+        "NOPERM" => permission_error(&text),
+        "ERR" if text.contains("no permissions to run") => permission_error(&text),
         "MOVED" | "ASK" | "CROSSSLOT" => SinkError::permanent(
             "cluster",
             format!(
@@ -187,6 +184,15 @@ fn server_error(code: &str, detail: &str) -> SinkError {
         // batch would be refused again.
         _ => SinkError::permanent("rejected", format!("Redis refused the batch: {text}")),
     }
+}
+
+fn permission_error(text: &str) -> SinkError {
+    SinkError::permanent(
+        "permission",
+        format!(
+            "Redis refused the command for this user: {text}; grant the ACL user the commands (+xadd or +rpush +pexpire, +multi +exec, and +select when redis.url names a database other than 0) and the keys it writes"
+        ),
+    )
 }
 
 /// Classifies any error the client returns.
