@@ -28,22 +28,8 @@ pub use receiver_auth::{BasicAuthConfig, ReceiverAuthConfig};
 pub use receivers::{
     AcknowledgementMode, ClientAuth, ListenerConfig, ReceiverTlsConfig, ReceiversConfig, TlsVersion,
 };
-pub use sink::{
-    BACKENDS, BlackholeSinkConfig, Compression, FileFormat, FileSinkConfig, OtlpSinkConfig,
-    RotationConfig, SinkConfig, StdoutFormat, StdoutSinkConfig,
-};
-pub use sink::{ClickHouseCompression, ClickHouseSinkConfig};
-pub use sink::{ElasticsearchCompression, ElasticsearchSinkConfig};
-pub use sink::{
-    KafkaAcks, KafkaCompression, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig,
-    S3Compression, S3Encoding, S3SinkConfig, S3StorageClass, SaslMechanism,
-};
-pub use sink::{PostgresSinkConfig, PostgresTlsMode};
-pub use sink::{
-    RabbitMqEncoding, RabbitMqExchangeDeclaration, RabbitMqExchangeType, RabbitMqSinkConfig,
-    RabbitMqTlsConfig,
-};
-pub use sink::{RedisSinkConfig, RedisStreamConfig, RedisTlsConfig, RedisTraceConfig};
+// Every backend's settings, through `sink`'s one list of backends (no list to keep here).
+pub use sink::*;
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
 pub use transform::{
     AttributeScope, AttributeValue, DEFAULT_REPLACEMENT, RedactionPattern, RegexField,

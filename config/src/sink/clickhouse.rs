@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::Duration;
+use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// A ClickHouse table, written through the HTTP interface: one
 /// `INSERT INTO <database>.<table> FORMAT JSONEachRow` request per batch, one row per span.
@@ -111,4 +112,124 @@ pub enum ClickHouseCompression {
     /// every ClickHouse version decodes it.
     #[default]
     Gzip,
+}
+
+impl ValidateBackend for ClickHouseSinkConfig {
+    fn validate(&self, v: &mut Validator, at: &BackendAt<'_>) {
+        let path = at.path.as_str();
+        let c = self;
+        let sink_timeout = at.sink_timeout;
+        let sink_path = at.sink_path;
+        let e = &c.endpoint;
+        let scheme_ok = e.starts_with("http://") || e.starts_with("https://");
+        let host_ok = e
+            .split_once("://")
+            .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+        v.check(
+            scheme_ok && host_ok && !e.contains('?'),
+            format!("{path}.endpoint"),
+            format!("{e:?} must be a URL of the HTTP interface, e.g. \"http://clickhouse:8123\""),
+        );
+        // Plain identifiers only: the names are put into SQL unquoted-safe (backquoted).
+        let identifier = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 200
+                && !name.starts_with(|ch: char| ch.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        for (field, name) in [("database", &c.database), ("table", &c.table)] {
+            v.check(
+                identifier(name),
+                format!("{path}.{field}"),
+                format!("{name:?} must be a plain identifier (letters, digits, '_', not starting with a digit)"),
+            );
+        }
+        if let Some(user) = &c.username {
+            v.check(
+                !user.trim().is_empty(),
+                format!("{path}.username"),
+                "must not be empty when set (unset means the `default` user)",
+            );
+        }
+        if let Some(env) = &c.password_env {
+            v.env_name(format!("{path}.password_env"), env);
+        }
+        if let Some(ttl) = c.ttl {
+            v.check(
+                ttl.get().as_secs() >= 1,
+                format!("{path}.ttl"),
+                format!("must be at least 1s (got {ttl})"),
+            );
+        }
+        v.positive(
+            &format!("{path}.request_timeout"),
+            c.request_timeout.get().is_zero(),
+        );
+        v.check(
+            c.request_timeout < sink_timeout,
+            format!("{path}.request_timeout"),
+            format!(
+                "must be shorter than {sink_path}.timeout ({sink_timeout}), so a request fails before the export call is abandoned (got {})",
+                c.request_timeout
+            ),
+        );
+        for key in c.settings.keys() {
+            let setting_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if ClickHouseSinkConfig::RESERVED_PARAMETERS.contains(&key.as_str()) {
+                v.error(
+                    format!("{path}.settings.{key}"),
+                    match key.as_str() {
+                        "user" | "password" => format!(
+                            "credentials are not accepted here; use {path}.username and {path}.password_env"
+                        ),
+                        _ => "is set by the sink; remove it".to_string(),
+                    },
+                );
+            } else {
+                v.check(
+                    setting_ok,
+                    format!("{path}.settings.{key}"),
+                    "is not a ClickHouse setting name (lowercase letters, digits, '_')",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::problems_of as errors;
+
+    #[test]
+    fn clickhouse_defaults_pass_and_settings_are_checked_with_their_paths() {
+        assert_eq!(
+            errors("sinks:\n  ch:\n    clickhouse: {endpoint: 'http://clickhouse:8123'}\n"),
+            Vec::<String>::new()
+        );
+        let errs = errors(
+            "sinks:\n  ch:\n    timeout: 10s\n    clickhouse:\n      endpoint: clickhouse:8123\n      database: 'my-db'\n      table: 1spans\n      username: ' '\n      password_env: 'ch password'\n      ttl: 0s\n      request_timeout: 10s\n      settings: {async_insert: '1', password: x, query: y, 'Bad-Name': '1'}\n",
+        );
+        let expected = [
+            "sinks.ch.clickhouse.endpoint: \"clickhouse:8123\" must be a URL",
+            "sinks.ch.clickhouse.database: \"my-db\" must be a plain identifier",
+            "sinks.ch.clickhouse.table: \"1spans\" must be a plain identifier",
+            "sinks.ch.clickhouse.username: must not be empty",
+            "sinks.ch.clickhouse.password_env: \"ch password\" is not an environment variable name",
+            "sinks.ch.clickhouse.ttl: must be at least 1s",
+            "sinks.ch.clickhouse.request_timeout: must be shorter than sinks.ch.timeout (10s)",
+            "sinks.ch.clickhouse.settings.password: credentials are not accepted here",
+            "sinks.ch.clickhouse.settings.query: is set by the sink",
+            "sinks.ch.clickhouse.settings.Bad-Name: is not a ClickHouse setting name",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    }
 }

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Duration};
+use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// An Elasticsearch or OpenSearch cluster written through the `_bulk` API. Each span is
 /// one document (the flat span JSON of the file sink plus `@timestamp`) whose `_id` is
@@ -124,4 +125,165 @@ pub enum ElasticsearchCompression {
     /// and OpenSearch do by default).
     #[default]
     Gzip,
+}
+
+impl ValidateBackend for ElasticsearchSinkConfig {
+    fn validate(&self, v: &mut Validator, at: &BackendAt<'_>) {
+        let path = at.path.as_str();
+        let es = self;
+        v.check(
+            !es.endpoints.is_empty(),
+            format!("{path}.endpoints"),
+            "must list at least one URL, e.g. https://elasticsearch:9200",
+        );
+        for (i, endpoint) in es.endpoints.iter().enumerate() {
+            v.check(
+                endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                format!("{path}.endpoints[{i}]"),
+                format!("{endpoint:?} must be a URL starting with http:// or https://"),
+            );
+        }
+        if es.index.is_some() && es.data_stream.is_some() {
+            v.error(
+                format!("{path}.data_stream"),
+                "set either index or data_stream, not both",
+            );
+        }
+        if let Some(index) = &es.index {
+            index_name(v, &format!("{path}.index"), index, true);
+        }
+        if let Some(stream) = &es.data_stream {
+            index_name(v, &format!("{path}.data_stream"), stream, false);
+        }
+        match (&es.username, &es.password_env, &es.api_key_env) {
+            (Some(_), None, _) => v.error(
+                format!("{path}.password_env"),
+                "must name the environment variable holding the password of username",
+            ),
+            (None, Some(_), _) => v.error(
+                format!("{path}.username"),
+                "must be set when password_env is (basic authentication)",
+            ),
+            (Some(_), _, Some(_)) => v.error(
+                format!("{path}.api_key_env"),
+                "set either username/password_env or api_key_env, not both",
+            ),
+            _ => {}
+        }
+        for (field, value) in [
+            ("username", &es.username),
+            ("password_env", &es.password_env),
+            ("api_key_env", &es.api_key_env),
+            ("pipeline", &es.pipeline),
+            ("ca_file", &es.ca_file),
+        ] {
+            if let Some(value) = value {
+                v.check(
+                    !value.trim().is_empty(),
+                    format!("{path}.{field}"),
+                    "must not be empty when set",
+                );
+            }
+        }
+        v.min_size(
+            format!("{path}.max_bulk_bytes"),
+            es.max_bulk_bytes,
+            ByteSize::kib(1),
+        );
+        v.positive(
+            &format!("{path}.request_timeout"),
+            es.request_timeout.get().is_zero(),
+        );
+    }
+}
+
+/// Elasticsearch's index naming rules (lowercase, none of `\ / * ? " < > | , #` or
+/// spaces, not starting with `-`, `_` or `+`), applied to the literal text of a
+/// dated template when `dated`.
+fn index_name(v: &mut Validator, path: &str, name: &str, dated: bool) {
+    let mut literal = String::new();
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            literal.push(c);
+            continue;
+        }
+        if !dated {
+            v.error(
+                path,
+                format!("{name:?}: a data stream name cannot contain '%' (no dates)"),
+            );
+            return;
+        }
+        match chars.next() {
+            Some('%') => literal.push('%'),
+            Some(spec) if ElasticsearchSinkConfig::INDEX_SPECIFIERS.contains(&spec) => {
+                literal.push('0');
+            }
+            other => {
+                let found = other.map_or("end of text".to_string(), |c| format!("%{c}"));
+                v.error(
+                    path,
+                    format!(
+                        "{name:?}: unsupported {found}; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    let forbidden =
+        |c: char| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c);
+    let ok = !literal.is_empty()
+        && literal != "."
+        && literal != ".."
+        && !literal.starts_with(['-', '_', '+'])
+        && !literal.contains(forbidden);
+    v.check(
+        ok,
+        path,
+        format!(
+            "{name:?} is not an index name (lowercase, no spaces or \\ / * ? \" < > | , # :, not starting with - _ +)"
+        ),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::problems_of as errors;
+
+    #[test]
+    fn elasticsearch_settings_are_checked_with_their_paths() {
+        assert_eq!(
+            errors(
+                "sinks:\n  search:\n    elasticsearch: {endpoints: ['https://es:9200'], index: 'spans-%Y.%m.%d', api_key_env: ES_API_KEY}\n  defaults:\n    elasticsearch: {endpoints: ['http://es:9200'], data_stream: traces-generic-default, username: spansink, password_env: ES_PASSWORD}\n"
+            ),
+            Vec::<String>::new()
+        );
+        let errs = errors(
+            "sinks:\n  search:\n    elasticsearch:\n      endpoints: ['es:9200']\n      index: 'Spans-%Y.%q'\n      data_stream: 'logs-%Y'\n      username: spansink\n      api_key_env: ES_API_KEY\n      max_bulk_bytes: 100\n      request_timeout: 0s\n  empty:\n    elasticsearch: {endpoints: [], index: '_spans', password_env: P}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "sinks.empty.elasticsearch.endpoints: must list at least one URL, e.g. https://elasticsearch:9200",
+                "sinks.empty.elasticsearch.index: \"_spans\" is not an index name (lowercase, no spaces or \\ / * ? \" < > | , # :, not starting with - _ +)",
+                "sinks.empty.elasticsearch.username: must be set when password_env is (basic authentication)",
+                "sinks.search.elasticsearch.endpoints[0]: \"es:9200\" must be a URL starting with http:// or https://",
+                "sinks.search.elasticsearch.data_stream: set either index or data_stream, not both",
+                "sinks.search.elasticsearch.index: \"Spans-%Y.%q\": unsupported %q; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)",
+                "sinks.search.elasticsearch.data_stream: \"logs-%Y\": a data stream name cannot contain '%' (no dates)",
+                "sinks.search.elasticsearch.password_env: must name the environment variable holding the password of username",
+                "sinks.search.elasticsearch.max_bulk_bytes: must be at least 1KiB (got 100)",
+                "sinks.search.elasticsearch.request_timeout: must be greater than zero",
+            ]
+        );
+        let upper = errors(
+            "sinks:\n  a:\n    elasticsearch: {endpoints: ['http://es:9200'], index: 'Spans-%Y'}\n",
+        );
+        assert_eq!(upper.len(), 1, "{upper:?}");
+        assert!(
+            upper[0].starts_with("sinks.a.elasticsearch.index: \"Spans-%Y\" is not an index name")
+        );
+    }
 }

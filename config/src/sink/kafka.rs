@@ -9,6 +9,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::units::{ByteSize, Duration};
+use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// A Kafka topic. Each batch is written as one message per trace (several when a trace
 /// exceeds `max_message_bytes`), keyed by the trace id, so a trace stays in one partition.
@@ -304,4 +305,170 @@ pub struct KafkaTlsConfig {
     /// `key_file`. Unset: the key is not encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_password_env: Option<String>,
+}
+
+impl ValidateBackend for KafkaSinkConfig {
+    fn validate(&self, v: &mut Validator, at: &BackendAt<'_>) {
+        let path = at.path.as_str();
+        let k = self;
+        let sink_timeout = at.sink_timeout;
+        let sink_path = at.sink_path;
+        if k.brokers.is_empty() {
+            v.error(
+                format!("{path}.brokers"),
+                "at least one broker is required, e.g. [\"kafka:9092\"]",
+            );
+        }
+        for (i, broker) in k.brokers.iter().enumerate() {
+            let ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            v.check(
+                ok,
+                format!("{path}.brokers[{i}]"),
+                format!("{broker:?} must be host:port, e.g. \"kafka-0.kafka:9092\""),
+            );
+        }
+        // Kafka's own rule for topic names.
+        let topic_ok = !k.topic.is_empty()
+            && k.topic.len() <= 249
+            && k.topic != "."
+            && k.topic != ".."
+            && k.topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        v.check(
+            topic_ok,
+            format!("{path}.topic"),
+            format!(
+                "{:?} is not a Kafka topic name (1-249 of letters, digits, '.', '_', '-')",
+                k.topic
+            ),
+        );
+        v.min_size(
+            format!("{path}.max_message_bytes"),
+            k.max_message_bytes,
+            ByteSize::kib(1),
+        );
+        // librdkafka's ceiling for message.max.bytes, less room for key and headers.
+        v.check(
+            k.max_message_bytes <= ByteSize(900_000_000),
+            format!("{path}.max_message_bytes"),
+            format!("must be at most 900MB (got {})", k.max_message_bytes),
+        );
+        v.positive(
+            &format!("{path}.message_timeout"),
+            k.message_timeout.get().is_zero(),
+        );
+        v.check(
+            k.message_timeout < sink_timeout,
+            format!("{path}.message_timeout"),
+            format!(
+                "must be shorter than {sink_path}.timeout ({sink_timeout}), so the producer gives up on a message before the export call is abandoned (got {})",
+                k.message_timeout
+            ),
+        );
+        if k.idempotence && k.acks != crate::sink::KafkaAcks::All {
+            v.error(
+                format!("{path}.acks"),
+                format!(
+                    "idempotence requires acks: all (got {}); set acks: all or idempotence: false",
+                    k.acks
+                ),
+            );
+        }
+        if let Some(sasl) = &k.sasl {
+            v.env_name(format!("{path}.sasl.username_env"), &sasl.username_env);
+            v.env_name(format!("{path}.sasl.password_env"), &sasl.password_env);
+        }
+        if let Some(tls) = &k.tls {
+            for (field, value) in [
+                ("ca_file", &tls.ca_file),
+                ("cert_file", &tls.cert_file),
+                ("key_file", &tls.key_file),
+            ] {
+                if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                    v.error(format!("{path}.tls.{field}"), "must not be empty when set");
+                }
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                v.error(
+                    format!("{path}.tls"),
+                    "cert_file and key_file go together (mutual TLS): set both or neither",
+                );
+            }
+            if let Some(env) = &tls.key_password_env {
+                v.env_name(format!("{path}.tls.key_password_env"), env);
+            }
+        }
+        for key in k.librdkafka.keys() {
+            if let Some((_, instead)) = KafkaSinkConfig::RESERVED_LIBRDKAFKA_KEYS
+                .iter()
+                .find(|(reserved, _)| reserved == key)
+            {
+                v.error(
+                    format!("{path}.librdkafka.{key}"),
+                    format!("is set by the sink; use {path}.{instead} instead"),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::problems_of as errors;
+    use crate::ExporterConfig;
+
+    #[test]
+    fn kafka_settings_are_checked_with_their_paths() {
+        let errs = errors(
+            "sinks:\n  events:\n    timeout: 10s\n    kafka:\n      brokers: ['kafka', ':9092']\n      topic: 'bad topic'\n      acks: 1\n      max_message_bytes: 512\n      message_timeout: 10s\n      sasl: {mechanism: PLAIN, username_env: KAFKA_USER, password_env: 'my password'}\n      tls: {cert_file: /tls/tls.crt}\n      librdkafka: {linger.ms: '5', sasl.password: secret, compression.type: gzip}\n",
+        );
+        let expected = [
+            "sinks.events.kafka.brokers[0]: \"kafka\" must be host:port",
+            "sinks.events.kafka.brokers[1]: \":9092\" must be host:port",
+            "sinks.events.kafka.topic: \"bad topic\" is not a Kafka topic name",
+            "sinks.events.kafka.max_message_bytes: must be at least 1KiB (got 512)",
+            "sinks.events.kafka.message_timeout: must be shorter than sinks.events.timeout (10s)",
+            "sinks.events.kafka.acks: idempotence requires acks: all (got 1)",
+            "sinks.events.kafka.sasl.password_env: \"my password\" is not an environment variable name",
+            "sinks.events.kafka.tls: cert_file and key_file go together",
+            "sinks.events.kafka.librdkafka.compression.type: is set by the sink; use sinks.events.kafka.compression instead",
+            "sinks.events.kafka.librdkafka.sasl.password: is set by the sink; use sinks.events.kafka.sasl.password_env instead",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn kafka_acks_accepts_numbers_and_words() {
+        use crate::sink::KafkaAcks;
+        for (yaml, acks) in [
+            ("all", KafkaAcks::All),
+            ("-1", KafkaAcks::All),
+            ("1", KafkaAcks::Leader),
+            ("'1'", KafkaAcks::Leader),
+            ("0", KafkaAcks::None),
+        ] {
+            let config: ExporterConfig = serde_yaml::from_str(&format!(
+                "sinks:\n  a:\n    kafka: {{brokers: ['k:9092'], topic: t, acks: {yaml}, idempotence: false}}\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                config.sinks["a"].kafka.as_ref().unwrap().acks,
+                acks,
+                "{yaml}"
+            );
+        }
+        let bad: Result<ExporterConfig, _> = serde_yaml::from_str(
+            "sinks:\n  a:\n    kafka: {brokers: ['k:9092'], topic: t, acks: 2}\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("write all, 1 or 0"));
+    }
 }

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::Duration;
+use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// A PostgreSQL table. Each batch is written in one transaction (binary COPY into a
 /// session staging table, then one `INSERT ... ON CONFLICT (trace_id, span_id) DO
@@ -168,5 +169,222 @@ impl PostgresTlsMode {
 impl std::fmt::Display for PostgresTlsMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl ValidateBackend for PostgresSinkConfig {
+    fn validate(&self, v: &mut Validator, at: &BackendAt<'_>) {
+        let path = at.path.as_str();
+        let p = self;
+        v.check(
+            !p.host.trim().is_empty(),
+            format!("{path}.host"),
+            "must not be empty (e.g. postgres.db.svc)",
+        );
+        v.positive(&format!("{path}.port"), p.port == 0);
+        v.check(
+            !p.database.is_empty(),
+            format!("{path}.database"),
+            "must not be empty",
+        );
+        v.check(
+            !p.user.is_empty(),
+            format!("{path}.user"),
+            "must not be empty",
+        );
+        if let Some(env) = &p.password_env {
+            v.env_name(format!("{path}.password_env"), env);
+        }
+        let parts: Vec<&str> = p.table.split('.').collect();
+        let table_ok = parts.len() <= 2
+            && parts
+                .iter()
+                .all(|part| PostgresSinkConfig::is_identifier(part));
+        v.check(
+            table_ok,
+            format!("{path}.table"),
+            format!(
+                "{:?} must be a table name or schema.table of lowercase letters, digits and '_', not starting with a digit, at most {} bytes each (e.g. tracing.spans)",
+                p.table,
+                PostgresSinkConfig::MAX_IDENTIFIER_LEN
+            ),
+        );
+        v.at_least(
+            format!("{path}.max_connections"),
+            u64::from(p.max_connections),
+            1,
+        );
+        v.positive(
+            &format!("{path}.connect_timeout"),
+            p.connect_timeout.get().is_zero(),
+        );
+        postgres_tls(v, path, p);
+    }
+}
+
+/// The TLS files fit the mode: none without TLS, no CA where nothing is verified,
+/// a client certificate with its key.
+fn postgres_tls(v: &mut Validator, path: &str, p: &PostgresSinkConfig) {
+    let files = [
+        ("ca_file", &p.ca_file),
+        ("cert_file", &p.cert_file),
+        ("key_file", &p.key_file),
+    ];
+    for (field, value) in files {
+        let Some(value) = value else { continue };
+        if value.trim().is_empty() {
+            v.error(format!("{path}.{field}"), "must not be empty when set");
+        } else if p.tls == PostgresTlsMode::Disable {
+            v.error(
+                format!("{path}.{field}"),
+                format!(
+                    "is set but tls is disable, so it would be ignored; set tls: verify-full \
+                     (or require), or remove {field}"
+                ),
+            );
+        }
+    }
+    if p.tls == PostgresTlsMode::Require && p.ca_file.is_some() {
+        v.error(
+            format!("{path}.ca_file"),
+            "tls: require does not check the server's certificate, so ca_file would be \
+             ignored; set tls: verify-full to check it against ca_file",
+        );
+    }
+    match (&p.cert_file, &p.key_file) {
+        (Some(_), None) => v.error(
+            format!("{path}.key_file"),
+            "is required with cert_file (the client certificate's private key); set both or neither",
+        ),
+        (None, Some(_)) => v.error(
+            format!("{path}.cert_file"),
+            "is required with key_file (the client certificate); set both or neither",
+        ),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::problems_of as errors;
+    use crate::ExporterConfig;
+
+    #[test]
+    fn postgres_defaults_pass_and_settings_are_checked_with_their_paths() {
+        assert_eq!(
+            errors(
+                "sinks:\n  db:\n    postgres: {host: pg.db.svc, database: traces, user: spansink, password_env: PGPASSWORD, table: tracing.spans}\n"
+            ),
+            Vec::<String>::new()
+        );
+        let errs = errors(
+            "sinks:\n  db:\n    postgres:\n      host: ' '\n      port: 0\n      database: ''\n      user: ''\n      password_env: 'my password'\n      table: 'public.Spans'\n      max_connections: 0\n      connect_timeout: 0s\n",
+        );
+        let expected = [
+            "sinks.db.postgres.host: must not be empty",
+            "sinks.db.postgres.port: must be greater than zero",
+            "sinks.db.postgres.database: must not be empty",
+            "sinks.db.postgres.user: must not be empty",
+            "sinks.db.postgres.password_env: \"my password\" is not an environment variable name",
+            "sinks.db.postgres.table: \"public.Spans\" must be a table name or schema.table",
+            "sinks.db.postgres.max_connections: must be >= 1 (got 0)",
+            "sinks.db.postgres.connect_timeout: must be greater than zero",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+        for bad in [
+            "a.b.c",
+            "1spans",
+            "spans-x",
+            "\"spans\"",
+            ".spans",
+            "spans.",
+        ] {
+            let errs = errors(&format!(
+                "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, table: '{bad}'}}\n"
+            ));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        }
+        let long = "x".repeat(64);
+        let errs = errors(&format!(
+            "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, table: {long}}}\n"
+        ));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+    }
+
+    #[test]
+    fn postgres_tls_files_must_fit_the_mode() {
+        let pg = |rest: &str| {
+            errors(&format!(
+                "sinks:\n  db:\n    postgres: {{host: pg.db.svc, database: d, user: u, {rest}}}\n"
+            ))
+        };
+        for ok in [
+            "tls: disable",
+            "tls: require",
+            "tls: require, cert_file: /etc/spansink/pg/tls.crt, key_file: /etc/spansink/pg/tls.key",
+            "tls: verify-full",
+            "tls: verify-full, ca_file: /etc/spansink/pg/ca.crt",
+            "tls: verify-full, ca_file: /c, cert_file: /a, key_file: /b",
+        ] {
+            assert_eq!(pg(ok), Vec::<String>::new(), "{ok}");
+        }
+        for (bad, expected) in [
+            (
+                "ca_file: /etc/spansink/pg/ca.crt",
+                "sinks.db.postgres.ca_file: is set but tls is disable, so it would be ignored; set tls: verify-full",
+            ),
+            (
+                "tls: disable, cert_file: /a, key_file: /b",
+                "sinks.db.postgres.cert_file: is set but tls is disable",
+            ),
+            (
+                "tls: require, ca_file: /c",
+                "sinks.db.postgres.ca_file: tls: require does not check the server's certificate",
+            ),
+            (
+                "tls: verify-full, cert_file: /a",
+                "sinks.db.postgres.key_file: is required with cert_file",
+            ),
+            (
+                "tls: verify-full, key_file: /b",
+                "sinks.db.postgres.cert_file: is required with key_file",
+            ),
+            (
+                "tls: verify-full, ca_file: ' '",
+                "sinks.db.postgres.ca_file: must not be empty when set",
+            ),
+        ] {
+            let errs = pg(bad);
+            // One error per file set where none fits (cert_file and key_file: two).
+            let files = bad.matches("_file").count();
+            let want = if bad.contains("require") || bad.contains("verify-full") {
+                1
+            } else {
+                files
+            };
+            assert_eq!(errs.len(), want, "{bad}: {errs:#?}");
+            assert!(errs[0].starts_with(expected), "{bad}: {errs:#?}");
+        }
+        // Only libpq's spelling of the modes; no `prefer`.
+        for bad in ["verify_full", "prefer"] {
+            let yaml = format!(
+                "sinks:\n  db:\n    postgres: {{host: h, database: d, user: u, tls: {bad}}}\n"
+            );
+            let err = serde_yaml::from_str::<ExporterConfig>(&yaml).unwrap_err();
+            assert!(
+                err.to_string().contains("disable, require, verify-full")
+                    || err
+                        .to_string()
+                        .contains("`disable`, `require`, `verify-full`")
+                    || err.to_string().contains("expected one of"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

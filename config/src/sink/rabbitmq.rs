@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Duration};
+use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// A RabbitMQ (AMQP 0-9-1) exchange. Each batch is published as one message (several when
 /// it exceeds `max_message_bytes`, or one per span with `encoding: json`) with publisher
@@ -175,4 +176,157 @@ pub struct RabbitMqTlsConfig {
     /// `cert_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
+}
+
+impl ValidateBackend for RabbitMqSinkConfig {
+    fn validate(&self, v: &mut Validator, at: &BackendAt<'_>) {
+        let path = at.path.as_str();
+        let r = self;
+        let sink_timeout = at.sink_timeout;
+        let sink_path = at.sink_path;
+        let host_ok = !r.host.trim().is_empty() && !r.host.contains("://") && !r.host.contains('/');
+        v.check(
+            host_ok,
+            format!("{path}.host"),
+            format!("{:?} must be a host name or IP address (no scheme or path), e.g. rabbitmq.messaging.svc", r.host),
+        );
+        if r.port == Some(0) {
+            v.error(format!("{path}.port"), "must be 1-65535");
+        }
+        // AMQP short strings are at most 255 bytes.
+        for (field, value) in [
+            ("vhost", &r.vhost),
+            ("username", &r.username),
+            ("exchange", &r.exchange),
+            ("routing_key", &r.routing_key),
+        ] {
+            v.check(
+                value.len() <= 255,
+                format!("{path}.{field}"),
+                format!("must be at most 255 bytes (got {})", value.len()),
+            );
+        }
+        v.check(
+            !r.username.is_empty(),
+            format!("{path}.username"),
+            "must not be empty",
+        );
+        match &r.password_env {
+            Some(name) => v.env_name(format!("{path}.password_env"), name),
+            None => v.check(
+                r.username == "guest",
+                format!("{path}.password_env"),
+                format!(
+                    "is required for user {:?}: name the environment variable holding the password, e.g. RABBITMQ_PASSWORD",
+                    r.username
+                ),
+            ),
+        }
+        let exchange_ok = r
+            .exchange
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        v.check(
+            exchange_ok,
+            format!("{path}.exchange"),
+            format!(
+                "{:?} is not an exchange name (letters, digits, '-', '_', '.', ':')",
+                r.exchange
+            ),
+        );
+        if r.exchange.is_empty() && r.routing_key.is_empty() {
+            v.error(
+                format!("{path}.routing_key"),
+                "must name the target queue when exchange is the default exchange (\"\")",
+            );
+        }
+        if r.declare.is_some() {
+            v.check(
+                !r.exchange.is_empty() && !r.exchange.starts_with("amq."),
+                format!("{path}.declare"),
+                "the default exchange and amq.* exchanges cannot be declared; unset declare",
+            );
+        }
+        v.min_size(
+            format!("{path}.max_message_bytes"),
+            r.max_message_bytes,
+            ByteSize::kib(1),
+        );
+        // RabbitMQ refuses larger messages whatever its max_message_size says.
+        v.check(
+            r.max_message_bytes <= ByteSize::mib(512),
+            format!("{path}.max_message_bytes"),
+            format!("must be at most 512MiB (got {})", r.max_message_bytes),
+        );
+        v.positive(
+            &format!("{path}.connect_timeout"),
+            r.connect_timeout.get().is_zero(),
+        );
+        v.check(
+            r.connect_timeout.get() < sink_timeout.get(),
+            format!("{path}.connect_timeout"),
+            format!("must be shorter than {sink_path}.timeout ({sink_timeout})"),
+        );
+        if let Some(tls) = &r.tls {
+            v.check(
+                tls.cert_file.is_some() == tls.key_file.is_some(),
+                format!("{path}.tls"),
+                "cert_file and key_file must be set together (mutual TLS) or not at all",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::problems_of as errors;
+
+    #[test]
+    fn rabbitmq_settings_are_checked_with_their_paths() {
+        assert!(
+            errors(
+                "sinks:\n  events:\n    rabbitmq: {host: rabbitmq.messaging.svc, exchange: spans, declare: {}}\n"
+            )
+            .is_empty()
+        );
+        let errs = errors(
+            "sinks:\n  events:\n    timeout: 5s\n    rabbitmq:\n      host: 'amqp://rabbit'\n      port: 0\n      username: spansink\n      exchange: 'amq.topic'\n      declare: {type: direct}\n      max_message_bytes: 100\n      connect_timeout: 5s\n      tls: {cert_file: /tls/tls.crt}\n",
+        );
+        for expected in [
+            "sinks.events.rabbitmq.host: \"amqp://rabbit\" must be a host name",
+            "sinks.events.rabbitmq.port: must be 1-65535",
+            "sinks.events.rabbitmq.password_env: is required for user \"spansink\"",
+            "sinks.events.rabbitmq.declare: the default exchange and amq.* exchanges cannot be declared",
+            "sinks.events.rabbitmq.max_message_bytes: must be at least 1KiB",
+            "sinks.events.rabbitmq.connect_timeout: must be shorter than sinks.events.timeout (5s)",
+            "sinks.events.rabbitmq.tls: cert_file and key_file must be set together",
+        ] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(expected)),
+                "missing {expected:?} in {errs:#?}"
+            );
+        }
+        let errs = errors(
+            "sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: 'bad name', password_env: 'my pw'}\n",
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.events.rabbitmq.exchange: \"bad name\" is not an exchange name"
+            )),
+            "{errs:#?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with(
+                "sinks.events.rabbitmq.password_env: \"my pw\" is not an environment variable name"
+            )),
+            "{errs:#?}"
+        );
+        let errs = errors("sinks:\n  events:\n    rabbitmq: {host: rabbit, exchange: ''}\n");
+        assert!(
+            errs.iter()
+                .any(|e| e
+                    .starts_with("sinks.events.rabbitmq.routing_key: must name the target queue")),
+            "{errs:#?}"
+        );
+    }
 }

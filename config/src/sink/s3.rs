@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::ByteSize;
+use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// An S3 bucket (or any S3-compatible store: MinIO, Google Cloud Storage's XML API, ...).
 /// Each batch becomes one object at `<prefix><key_template expanded><UUIDv7>.<ext>`, so
@@ -155,5 +156,125 @@ impl S3StorageClass {
             Self::Glacier => "GLACIER",
             Self::DeepArchive => "DEEP_ARCHIVE",
         }
+    }
+}
+
+impl ValidateBackend for S3SinkConfig {
+    fn validate(&self, v: &mut Validator, at: &BackendAt<'_>) {
+        let path = at.path.as_str();
+        let s = self;
+        // S3's bucket naming rules (the part that a config can get wrong).
+        let b = &s.bucket;
+        let bucket_ok = (3..=63).contains(&b.len())
+            && b.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+            && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && b.ends_with(|c: char| c.is_ascii_alphanumeric());
+        v.check(
+            bucket_ok,
+            format!("{path}.bucket"),
+            format!(
+                "{b:?} is not a bucket name (3-63 lowercase letters, digits, '.', '-', starting and ending with a letter or digit)"
+            ),
+        );
+        if s.prefix.starts_with('/') {
+            v.error(
+                format!("{path}.prefix"),
+                "must not start with '/' (S3 keys have no leading slash)",
+            );
+        }
+        key_template(v, &format!("{path}.key_template"), &s.key_template);
+        if let Some(endpoint) = &s.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            v.error(
+                format!("{path}.endpoint"),
+                format!("{endpoint:?} must be a URL starting with http:// or https://"),
+            );
+        }
+        if let Some(region) = &s.region {
+            v.check(
+                !region.trim().is_empty(),
+                format!("{path}.region"),
+                "must not be empty when set (e.g. eu-west-1)",
+            );
+        }
+        v.min_size(
+            format!("{path}.multipart_threshold"),
+            s.multipart_threshold,
+            ByteSize::kib(1),
+        );
+        v.min_size(
+            format!("{path}.multipart_part_size"),
+            s.multipart_part_size,
+            S3SinkConfig::MIN_PART_SIZE,
+        );
+        v.check(
+            s.multipart_part_size <= S3SinkConfig::MAX_PART_SIZE,
+            format!("{path}.multipart_part_size"),
+            format!("must be at most 5GiB (got {})", s.multipart_part_size),
+        );
+    }
+}
+
+fn key_template(v: &mut Validator, path: &str, template: &str) {
+    if template.starts_with('/') {
+        v.error(
+            path,
+            "must not start with '/' (S3 keys have no leading slash)",
+        );
+    }
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        match chars.next() {
+            Some(spec) if S3SinkConfig::KEY_TEMPLATE_SPECIFIERS.contains(&spec) => {}
+            other => {
+                let found = other.map_or("end of text".to_string(), |c| format!("%{c}"));
+                v.error(
+                    path,
+                    format!(
+                        "{template:?}: unsupported {found}; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
+                    ),
+                );
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::problems_of as errors;
+
+    #[test]
+    fn s3_settings_are_checked_with_their_paths() {
+        let errs = errors(
+            "sinks:\n  archive:\n    s3:\n      bucket: My_Bucket\n      prefix: /spans/\n      key_template: 'traces/%Y/%q/'\n      endpoint: minio:9000\n      multipart_threshold: 100\n      multipart_part_size: 1MiB\n",
+        );
+        let expected = [
+            "sinks.archive.s3.bucket: \"My_Bucket\" is not a bucket name",
+            "sinks.archive.s3.prefix: must not start with '/'",
+            "sinks.archive.s3.key_template: \"traces/%Y/%q/\": unsupported %q",
+            "sinks.archive.s3.endpoint: \"minio:9000\" must be a URL",
+            "sinks.archive.s3.multipart_threshold: must be at least 1KiB",
+            "sinks.archive.s3.multipart_part_size: must be at least 5MiB",
+        ];
+        for prefix in expected {
+            assert!(
+                errs.iter().any(|e| e.starts_with(prefix)),
+                "{prefix}\n{errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expected.len(), "{errs:#?}");
+        let trailing = errors("sinks:\n  a:\n    s3: {bucket: spans, key_template: 'x/%'}\n");
+        assert_eq!(
+            trailing,
+            vec![
+                "sinks.a.s3.key_template: \"x/%\": unsupported end of text; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
+            ]
+        );
     }
 }
