@@ -6,6 +6,9 @@ use async_trait::async_trait;
 use crate::otlp::Batch;
 
 use super::{Sink, SinkError};
+use crate::sinks::BuildError;
+use crate::sinks::{BuildSink, SinkContext};
+use spansink_config::BlackholeSinkConfig;
 
 /// Accepts batches without decoding them.
 #[derive(Debug, Default)]
@@ -18,6 +21,18 @@ impl Sink for BlackholeSink {
         // from being reasoned away in benchmarks that never look at the result.
         std::hint::black_box(batch);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for BlackholeSink {
+    type Config = BlackholeSinkConfig;
+
+    async fn build(
+        _config: &BlackholeSinkConfig,
+        _context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Ok(BlackholeSink)
     }
 }
 

@@ -4,19 +4,17 @@
 //! (`crate::chain`) wraps those around it.
 
 pub mod blackhole;
-mod build;
 pub mod clickhouse;
 pub mod elasticsearch;
 pub mod file;
-mod io_error;
 pub mod kafka;
-pub mod message_fit;
 pub mod otlp;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
 pub mod s3;
 pub mod stdout;
+mod support;
 
 use std::sync::Arc;
 
@@ -25,10 +23,11 @@ use async_trait::async_trait;
 use crate::otlp::Batch;
 
 pub use blackhole::BlackholeSink;
-pub use build::{build, build_all};
 pub use file::FileSink;
 pub use otlp::OtlpSink;
 pub use stdout::StdoutSink;
+pub use support::build::{BuildSink, EnvLookup, SinkContext, build, build_all};
+pub use support::message_fit;
 
 /// A backend writer. Implementations must be cheap to call concurrently (the chain may
 /// run several exports at once, up to `rate_limit.max_concurrent_exports`); a backend

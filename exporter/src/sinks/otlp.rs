@@ -27,6 +27,7 @@ use crate::otlp::codec::ClientCodec;
 use crate::telemetry::metrics::{Metrics, SinkReasonLabels};
 
 use super::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildSink, SinkContext};
 
 /// The gRPC method every OTLP trace receiver serves.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -255,6 +256,15 @@ pub fn expand_env(value: &str, env: impl Fn(&str) -> Option<String>) -> Result<S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+#[async_trait]
+impl BuildSink for OtlpSink {
+    type Config = OtlpSinkConfig;
+
+    async fn build(config: &OtlpSinkConfig, context: &SinkContext<'_>) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.metrics, context.env)
+    }
 }
 
 #[cfg(test)]

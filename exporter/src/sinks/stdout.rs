@@ -11,8 +11,10 @@ use crate::encoding::json_text::{write_hex, write_str, write_u64};
 use crate::encoding::{FlatSpan, JsonLinesEncoder, encode_request, flat_spans};
 use crate::otlp::Batch;
 
-use super::io_error::io_error;
+use super::support::io_error::io_error;
 use super::{Sink, SinkError};
+use crate::sinks::BuildError;
+use crate::sinks::{BuildSink, SinkContext};
 
 /// Prints batches to standard output, each batch under one lock so lines of concurrent
 /// exports do not interleave.
@@ -109,6 +111,18 @@ fn write_millis(out: &mut Vec<u8>, ns: u64) {
     out.push(b'0' + (micros / 10 % 10) as u8);
     out.push(b'0' + (micros % 10) as u8);
     out.extend_from_slice(b"ms");
+}
+
+#[async_trait]
+impl BuildSink for StdoutSink {
+    type Config = StdoutSinkConfig;
+
+    async fn build(
+        config: &StdoutSinkConfig,
+        _context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Ok(StdoutSink::new(config))
+    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,8 @@ use crate::telemetry::metrics::Metrics;
 use client::{Client, ClientOptions};
 use encoding::RowEncoder;
 
-/// Looks up an environment variable (injected so tests need not touch the process env).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+use crate::sinks::EnvLookup;
+use crate::sinks::{BuildSink, SinkContext};
 
 /// Inserts batches into one table.
 pub struct ClickHouseSink {
@@ -233,6 +233,18 @@ impl Sink for ClickHouseSink {
         })?;
         tracing::debug!(sink = %self.name, table = %self.target, spans = rows, bytes, "batch inserted");
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for ClickHouseSink {
+    type Config = ClickHouseSinkConfig;
+
+    async fn build(
+        config: &ClickHouseSinkConfig,
+        context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.env)
     }
 }
 

@@ -21,6 +21,7 @@ use crate::sinks::{BuildError, Sink, SinkError};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 
+use crate::sinks::{BuildSink, SinkContext};
 use bulk::{ItemError, ItemOutcome, RequestOutcome, classify_request, parse_items};
 use client::{Auth, BulkClient, ClientSettings};
 use encoding::{BulkItems, Target};
@@ -31,8 +32,7 @@ const LOGGED_ITEM_ERRORS: usize = 3;
 /// Longest wait between two rounds of re-sending throttled documents.
 const MAX_ITEM_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Reads an environment variable (injected so tests need not touch the process env).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+use crate::sinks::EnvLookup;
 
 /// Writes batches to an Elasticsearch or OpenSearch cluster.
 pub struct ElasticsearchSink {
@@ -332,5 +332,17 @@ impl Sink for ElasticsearchSink {
         }
         tracing::debug!(sink = %self.name, spans = total, "batch indexed");
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for ElasticsearchSink {
+    type Config = ElasticsearchSinkConfig;
+
+    async fn build(
+        config: &ElasticsearchSinkConfig,
+        context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.env)
     }
 }

@@ -39,8 +39,9 @@ use crate::encoding::{LineEncoder, ScopeGroup, line_encoder};
 use crate::otlp::view::for_each_scope_group;
 use crate::otlp::{Batch, WireError};
 
-use super::io_error::io_error;
+use super::support::io_error::io_error;
 use super::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildSink, SinkContext};
 pub use rotation::FileLayout;
 use rotation::RotationPolicy;
 use writer::{ActiveFile, sync_dir};
@@ -291,6 +292,15 @@ impl RotatingFile {
         active
             .finish(self.fsync)
             .map_err(|e| io_error(&format!("finish {path}"), &e))
+    }
+}
+
+#[async_trait]
+impl BuildSink for FileSink {
+    type Config = FileSinkConfig;
+
+    async fn build(config: &FileSinkConfig, context: &SinkContext<'_>) -> Result<Self, BuildError> {
+        FileSink::new(context.name, config)
     }
 }
 

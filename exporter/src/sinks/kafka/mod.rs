@@ -15,6 +15,7 @@ use spansink_config::KafkaSinkConfig;
 
 use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError, message_fit};
+use crate::sinks::{BuildSink, SinkContext};
 use crate::telemetry::metrics::Metrics;
 
 /// Writes batches to one Kafka topic.
@@ -44,7 +45,7 @@ impl KafkaSink {
         name: &str,
         config: &KafkaSinkConfig,
         metrics: &Metrics,
-        env: producer::EnvLookup<'_>,
+        env: crate::sinks::EnvLookup<'_>,
     ) -> Result<Self, BuildError> {
         let build_error = |message: String| BuildError {
             sink: name.to_string(),
@@ -170,5 +171,17 @@ impl Sink for KafkaSink {
                 format!("Kafka producer flush did not complete: {join}"),
             )),
         }
+    }
+}
+
+#[async_trait]
+impl BuildSink for KafkaSink {
+    type Config = KafkaSinkConfig;
+
+    async fn build(
+        config: &KafkaSinkConfig,
+        context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.metrics, context.env)
     }
 }

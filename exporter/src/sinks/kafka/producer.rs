@@ -20,8 +20,7 @@ const FRAMING_ALLOWANCE: u64 = 64 * 1024;
 /// How long to wait before trying again when librdkafka's local queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
-/// Reads an environment variable named in the config (credentials come from Secrets).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+use crate::sinks::EnvLookup;
 
 /// The librdkafka producer properties for `config`. Credentials are read through `env`;
 /// a missing variable is an error naming it.

@@ -30,6 +30,7 @@ use crate::sinks::{BuildError, Sink, SinkError};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 
+use crate::sinks::{BuildSink, SinkContext};
 use errors::{PostgresError, classify, classify_pool};
 use schema::Table;
 use tls::PostgresTls;
@@ -38,8 +39,7 @@ use tls::PostgresTls;
 /// vanishes, small enough that the driver's buffer stays small.
 const COPY_CHUNK: usize = 256 * 1024;
 
-/// Looks up an environment variable (tests inject their own).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+use crate::sinks::EnvLookup;
 
 /// Writes batches as rows of one table.
 pub struct PostgresSink {
@@ -298,5 +298,17 @@ impl Sink for PostgresSink {
         // Every export has returned (the chain's contract), so no connection is in use.
         self.pool.close();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for PostgresSink {
+    type Config = PostgresSinkConfig;
+
+    async fn build(
+        config: &PostgresSinkConfig,
+        context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.env)
     }
 }

@@ -13,8 +13,7 @@ use spansink_config::{RabbitMqExchangeType, RabbitMqSinkConfig};
 
 use crate::sinks::SinkError;
 
-/// Reads an environment variable (a seam for tests).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+use crate::sinks::EnvLookup;
 
 /// Everything needed to (re)connect, resolved once when the sink is built: the password
 /// from its environment variable and the TLS files, so a missing one is a build error.

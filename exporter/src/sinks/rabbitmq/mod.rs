@@ -19,7 +19,9 @@ use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError, message_fit};
 use crate::telemetry::metrics::Metrics;
 
-use connection::{ConnectionSettings, EnvLookup, Publisher, classify};
+use crate::sinks::EnvLookup;
+use crate::sinks::{BuildSink, SinkContext};
+use connection::{ConnectionSettings, Publisher, classify};
 use encoding::RabbitMqMessage;
 
 /// How long shutdown and the closing of a broken connection may take: a half-dead
@@ -246,5 +248,17 @@ impl Sink for RabbitMqSink {
             tracing::warn!(sink = %self.name, "RabbitMQ connection did not close within 5s");
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for RabbitMqSink {
+    type Config = RabbitMqSinkConfig;
+
+    async fn build(
+        config: &RabbitMqSinkConfig,
+        context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.metrics, context.env)
     }
 }

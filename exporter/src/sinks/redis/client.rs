@@ -16,8 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::sinks::SinkError;
 
-/// Reads an environment variable; injected so tests need not touch the process env.
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+use crate::sinks::EnvLookup;
 
 /// One multiplexed connection shared by concurrent exports (Redis answers pipelined
 /// requests in order, so they need no pool), reopened on demand.

@@ -15,8 +15,10 @@ use spansink_config::RedisSinkConfig;
 use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError};
 
-use self::client::{EnvLookup, RedisClient};
+use self::client::RedisClient;
 use self::encoding::{EncodedBatch, stream_pipeline, trace_pipeline};
+use crate::sinks::EnvLookup;
+use crate::sinks::{BuildSink, SinkContext};
 
 /// Writes batches to one Redis server.
 pub struct RedisSink {
@@ -107,5 +109,17 @@ impl Sink for RedisSink {
         // Every export awaited its reply: nothing is buffered client-side.
         self.client.close().await;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for RedisSink {
+    type Config = RedisSinkConfig;
+
+    async fn build(
+        config: &RedisSinkConfig,
+        context: &SinkContext<'_>,
+    ) -> Result<Self, BuildError> {
+        Self::with_env(context.name, config, context.env)
     }
 }

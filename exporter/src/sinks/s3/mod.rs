@@ -17,6 +17,7 @@ use crate::otlp::Batch;
 use crate::sinks::{BuildError, Sink, SinkError};
 use crate::telemetry::metrics::Metrics;
 
+use crate::sinks::{BuildSink, SinkContext};
 use encoding::ObjectFormat;
 use object_key::ObjectKeys;
 
@@ -135,5 +136,14 @@ impl Sink for S3Sink {
         })?;
         tracing::debug!(sink = %self.name, bucket = %self.bucket, key = %key, spans = batch.span_count(), bytes = size, "batch written");
         Ok(())
+    }
+}
+
+#[async_trait]
+impl BuildSink for S3Sink {
+    type Config = S3SinkConfig;
+
+    async fn build(config: &S3SinkConfig, context: &SinkContext<'_>) -> Result<Self, BuildError> {
+        Self::new(context.name, config, context.metrics).await
     }
 }

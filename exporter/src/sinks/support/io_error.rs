@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::SinkError;
+use crate::sinks::SinkError;
 
 /// Classifies `error`, met while doing `action` (e.g. "write /var/spans/spans.jsonl").
 ///

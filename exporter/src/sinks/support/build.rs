@@ -1,25 +1,51 @@
 //! Turns sink configs into backend sinks: [`build_all`] builds every named sink of a
-//! config before the chain builder wraps policies around them. Not the policies.
+//! config before the chain builder wraps policies around them. Every backend is built
+//! the same way, through [`BuildSink`], from its settings and a [`SinkContext`]; the one
+//! `match` in [`build`] is where a backend is registered. Not the policies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use spansink_config::{ExporterConfig, SinkConfig};
+use async_trait::async_trait;
+use spansink_config::{Backend, ExporterConfig, SinkConfig};
 
+use crate::sinks::{self, BuildError, SharedSink, Sink};
 use crate::telemetry::metrics::Metrics;
 
-use super::blackhole::BlackholeSink;
-use super::clickhouse::ClickHouseSink;
-use super::elasticsearch::ElasticsearchSink;
-use super::file::FileSink;
-use super::kafka::KafkaSink;
-use super::otlp::OtlpSink;
-use super::postgres::PostgresSink;
-use super::rabbitmq::RabbitMqSink;
-use super::redis::RedisSink;
-use super::s3::S3Sink;
-use super::stdout::StdoutSink;
-use super::{BuildError, SharedSink};
+/// Reads an environment variable a config names (`password_env`, `${env:NAME}`);
+/// tests pass their own.
+pub type EnvLookup<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
+/// What every sink is built from besides its own settings.
+pub struct SinkContext<'a> {
+    /// The sink's name (`sinks.<name>`): its log field and metric label.
+    pub name: &'a str,
+    /// Where the sink records what it measures itself (the chain counts its outcomes).
+    pub metrics: &'a Metrics,
+    /// Where credentials named by the config are read from.
+    pub env: EnvLookup<'a>,
+}
+
+impl SinkContext<'_> {
+    /// A build error of this sink.
+    pub fn error(&self, message: impl Into<String>) -> BuildError {
+        BuildError {
+            sink: self.name.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The one constructor signature of every backend sink. Building must not connect:
+/// a backend that is down at start fails exports (transiently), not the build. Async
+/// because some clients load their settings asynchronously (the AWS credential chain).
+#[async_trait]
+pub trait BuildSink: Sink + Sized + 'static {
+    /// The backend's settings (`sinks.<name>.<backend>`).
+    type Config: Sync;
+
+    async fn build(config: &Self::Config, context: &SinkContext<'_>) -> Result<Self, BuildError>;
+}
 
 /// Builds every sink of `config`, by name: what `Chain::build` is given as `make_sink`.
 pub async fn build_all(
@@ -33,63 +59,59 @@ pub async fn build_all(
     Ok(sinks)
 }
 
-/// Builds the backend of sink `name` from whichever one backend is set. Must be called
-/// inside the tokio runtime (the OTLP channel and the Kafka producer start tasks there);
-/// async because the S3 sink loads the AWS credential chain; creates the file sink's
-/// directory.
+/// Builds the backend of sink `name` from whichever one backend is set, reading the
+/// credential variables from the process environment. Must be called inside the tokio
+/// runtime (the OTLP channel and the Kafka producer start tasks there); creates the file
+/// sink's directory.
 pub async fn build(
     name: &str,
     config: &SinkConfig,
     metrics: &Metrics,
 ) -> Result<SharedSink, BuildError> {
-    let set = config.backend_names();
-    if set.len() != 1 {
-        return Err(BuildError {
-            sink: name.to_string(),
-            message: format!(
+    let context = SinkContext {
+        name,
+        metrics,
+        env: &|var| std::env::var(var).ok(),
+    };
+    let backend = match config.backends().as_slice() {
+        [backend] => *backend,
+        set => {
+            let names: Vec<&str> = set.iter().map(Backend::name).collect();
+            return Err(context.error(format!(
                 "exactly one backend must be set ({}), found {}",
                 spansink_config::BACKENDS.join(", "),
-                if set.is_empty() {
+                if names.is_empty() {
                     "none".to_string()
                 } else {
-                    set.join(", ")
+                    names.join(", ")
                 }
-            ),
-        });
-    }
-    let sink: SharedSink = if let Some(file) = &config.file {
-        Arc::new(FileSink::new(name, file)?)
-    } else if let Some(stdout) = &config.stdout {
-        Arc::new(StdoutSink::new(stdout))
-    } else if config.blackhole.is_some() {
-        Arc::new(BlackholeSink)
-    } else if let Some(otlp) = &config.otlp {
-        Arc::new(OtlpSink::new(name, otlp, metrics)?)
-    } else if let Some(kafka) = &config.kafka {
-        Arc::new(KafkaSink::new(name, kafka, metrics)?)
-    } else if let Some(s3) = &config.s3 {
-        Arc::new(S3Sink::new(name, s3, metrics).await?)
-    } else if let Some(es) = &config.elasticsearch {
-        Arc::new(ElasticsearchSink::new(name, es, metrics)?)
-    } else if let Some(redis) = &config.redis {
-        Arc::new(RedisSink::new(name, redis)?)
-    } else if let Some(postgres) = &config.postgres {
-        Arc::new(PostgresSink::new(name, postgres, metrics)?)
-    } else if let Some(clickhouse) = &config.clickhouse {
-        Arc::new(ClickHouseSink::new(name, clickhouse, metrics)?)
-    } else if let Some(rabbitmq) = &config.rabbitmq {
-        Arc::new(RabbitMqSink::new(name, rabbitmq, metrics)?)
-    } else {
-        return Err(BuildError {
-            sink: name.to_string(),
-            message: format!(
-                "backend {} is not supported by this exporter build",
-                set.join(", ")
-            ),
-        });
+            )));
+        }
     };
-    tracing::debug!(sink = %name, backend = %set.join(","), "built sink");
+    let sink = match backend {
+        Backend::File(c) => shared::<sinks::file::FileSink>(c, &context).await,
+        Backend::Stdout(c) => shared::<sinks::stdout::StdoutSink>(c, &context).await,
+        Backend::Blackhole(c) => shared::<sinks::blackhole::BlackholeSink>(c, &context).await,
+        Backend::Otlp(c) => shared::<sinks::otlp::OtlpSink>(c, &context).await,
+        Backend::Kafka(c) => shared::<sinks::kafka::KafkaSink>(c, &context).await,
+        Backend::S3(c) => shared::<sinks::s3::S3Sink>(c, &context).await,
+        Backend::Elasticsearch(c) => {
+            shared::<sinks::elasticsearch::ElasticsearchSink>(c, &context).await
+        }
+        Backend::Redis(c) => shared::<sinks::redis::RedisSink>(c, &context).await,
+        Backend::Postgres(c) => shared::<sinks::postgres::PostgresSink>(c, &context).await,
+        Backend::ClickHouse(c) => shared::<sinks::clickhouse::ClickHouseSink>(c, &context).await,
+        Backend::RabbitMq(c) => shared::<sinks::rabbitmq::RabbitMqSink>(c, &context).await,
+    }?;
+    tracing::debug!(sink = %name, backend = backend.name(), "built sink");
     Ok(sink)
+}
+
+async fn shared<S: BuildSink>(
+    config: &S::Config,
+    context: &SinkContext<'_>,
+) -> Result<SharedSink, BuildError> {
+    Ok(Arc::new(S::build(config, context).await?))
 }
 
 #[cfg(test)]
