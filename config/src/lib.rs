@@ -9,6 +9,7 @@ mod receiver_auth;
 mod receivers;
 mod sink;
 mod telemetry;
+mod time_template;
 mod transform;
 mod units;
 pub mod validate;
@@ -31,6 +32,7 @@ pub use receivers::{
 // Every backend's settings, through `sink`'s one list of backends (no list to keep here).
 pub use sink::*;
 pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
+pub use time_template::{TimeTemplate, TimeTemplateError};
 pub use transform::{
     AttributeScope, AttributeValue, DEFAULT_REPLACEMENT, RedactionPattern, RegexField,
     TransformAction, TransformConfig, TransformRule, compile_regex,

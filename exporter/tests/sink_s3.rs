@@ -9,13 +9,13 @@ use aws_sdk_s3::config::{Credentials, Region, SharedCredentialsProvider};
 use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
+use spansink_config::TimeTemplate;
 use spansink_config::{ByteSize, S3Compression, S3Encoding, S3SinkConfig, S3StorageClass};
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{self, batch_of, flatten, interleaved_traces, rich_span};
 use spansink_exporter::otlp::span_count;
 use spansink_exporter::sinks::Sink;
 use spansink_exporter::sinks::s3::S3Sink;
-use spansink_exporter::sinks::s3::object_key::KeyTemplate;
 use spansink_exporter::telemetry::metrics::Metrics;
 
 mod pipeline;
@@ -143,7 +143,7 @@ fn standard_chain_credentials() {
 
 /// The time partitions the default template can give for a write between `from` and `to`.
 fn partitions(from: DateTime<Utc>, to: DateTime<Utc>) -> BTreeSet<String> {
-    let template = KeyTemplate::parse(S3SinkConfig::DEFAULT_KEY_TEMPLATE).unwrap();
+    let template = TimeTemplate::parse(S3SinkConfig::DEFAULT_KEY_TEMPLATE).unwrap();
     [from, to]
         .into_iter()
         .map(|t| format!("prod/{}", template.render(t)))
@@ -247,7 +247,7 @@ async fn otlp_json_zstd_and_storage_class_round_trip() {
 
     let keys = list_keys(&s3).await;
     assert_eq!(keys.len(), 1);
-    let template = KeyTemplate::parse("otlp/%F/%H%M/").unwrap();
+    let template = TimeTemplate::parse("otlp/%F/%H%M/").unwrap();
     let allowed: BTreeSet<String> = [before, after]
         .into_iter()
         .map(|t| format!("prod/{}", template.render(t)))

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::{ByteSize, Duration};
+use crate::TimeTemplate;
 use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// An Elasticsearch or OpenSearch cluster written through the `_bulk` API. Each span is
@@ -79,8 +80,6 @@ pub struct ElasticsearchSinkConfig {
 impl ElasticsearchSinkConfig {
     /// The index used when neither `index` nor `data_stream` is set.
     pub const DEFAULT_INDEX: &'static str = "spansink-%Y.%m.%d";
-    /// Date specifiers `index` accepts (after `%`).
-    pub const INDEX_SPECIFIERS: &'static [char] = &['Y', 'm', 'd', 'H', 'M', 'S', 'j', 'F', '%'];
 
     fn default_max_bulk_bytes() -> ByteSize {
         ByteSize::mib(5)
@@ -201,37 +200,24 @@ impl ValidateBackend for ElasticsearchSinkConfig {
 /// spaces, not starting with `-`, `_` or `+`), applied to the literal text of a
 /// dated template when `dated`.
 fn index_name(v: &mut Validator, path: &str, name: &str, dated: bool) {
-    let mut literal = String::new();
-    let mut chars = name.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            literal.push(c);
-            continue;
-        }
-        if !dated {
+    let literal = if !dated {
+        if name.contains('%') {
             v.error(
                 path,
                 format!("{name:?}: a data stream name cannot contain '%' (no dates)"),
             );
             return;
         }
-        match chars.next() {
-            Some('%') => literal.push('%'),
-            Some(spec) if ElasticsearchSinkConfig::INDEX_SPECIFIERS.contains(&spec) => {
-                literal.push('0');
-            }
-            other => {
-                let found = other.map_or("end of text".to_string(), |c| format!("%{c}"));
-                v.error(
-                    path,
-                    format!(
-                        "{name:?}: unsupported {found}; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
-                    ),
-                );
+        name.to_string()
+    } else {
+        match TimeTemplate::parse(name) {
+            Ok(template) => template.sample(),
+            Err(e) => {
+                v.error(path, e.to_string());
                 return;
             }
         }
-    }
+    };
     let forbidden =
         |c: char| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c);
     let ok = !literal.is_empty()

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::units::ByteSize;
+use crate::TimeTemplate;
 use crate::validate::{BackendAt, ValidateBackend, Validator};
 
 /// An S3 bucket (or any S3-compatible store: MinIO, Google Cloud Storage's XML API, ...).
@@ -68,9 +69,6 @@ pub struct S3SinkConfig {
 impl S3SinkConfig {
     /// The default `key_template`.
     pub const DEFAULT_KEY_TEMPLATE: &'static str = "traces/year=%Y/month=%m/day=%d/hour=%H/";
-    /// Time specifiers `key_template` accepts (after `%`).
-    pub const KEY_TEMPLATE_SPECIFIERS: &'static [char] =
-        &['Y', 'm', 'd', 'H', 'M', 'S', 'j', 'F', '%'];
     /// S3's smallest part of a multipart upload (all but the last).
     pub const MIN_PART_SIZE: ByteSize = ByteSize::mib(5);
     /// S3's largest part.
@@ -224,24 +222,8 @@ fn key_template(v: &mut Validator, path: &str, template: &str) {
             "must not start with '/' (S3 keys have no leading slash)",
         );
     }
-    let mut chars = template.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            continue;
-        }
-        match chars.next() {
-            Some(spec) if S3SinkConfig::KEY_TEMPLATE_SPECIFIERS.contains(&spec) => {}
-            other => {
-                let found = other.map_or("end of text".to_string(), |c| format!("%{c}"));
-                v.error(
-                    path,
-                    format!(
-                        "{template:?}: unsupported {found}; use %Y, %m, %d, %H, %M, %S, %j, %F or %% (a literal %)"
-                    ),
-                );
-                return;
-            }
-        }
+    if let Err(e) = TimeTemplate::parse(template) {
+        v.error(path, e.to_string());
     }
 }
 

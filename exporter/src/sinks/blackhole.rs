@@ -5,9 +5,8 @@ use async_trait::async_trait;
 
 use crate::otlp::Batch;
 
-use super::{Sink, SinkError};
+use super::{BuildSink, Sink, SinkContext, SinkError};
 use crate::sinks::BuildError;
-use crate::sinks::{BuildSink, SinkContext};
 use spansink_config::BlackholeSinkConfig;
 
 /// Accepts batches without decoding them.

@@ -26,8 +26,7 @@ use crate::otlp::Batch;
 use crate::otlp::codec::ClientCodec;
 use crate::telemetry::metrics::{Metrics, SinkReasonLabels};
 
-use super::{BuildError, Sink, SinkError};
-use crate::sinks::{BuildSink, SinkContext};
+use super::{BuildError, BuildSink, Sink, SinkContext, SinkError};
 
 /// The gRPC method every OTLP trace receiver serves.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";

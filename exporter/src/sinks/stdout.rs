@@ -12,9 +12,8 @@ use crate::encoding::{FlatSpan, JsonLinesEncoder, encode_request, flat_spans};
 use crate::otlp::Batch;
 
 use super::support::io_error::io_error;
-use super::{Sink, SinkError};
+use super::{BuildSink, Sink, SinkContext, SinkError};
 use crate::sinks::BuildError;
-use crate::sinks::{BuildSink, SinkContext};
 
 /// Prints batches to standard output, each batch under one lock so lines of concurrent
 /// exports do not interleave.

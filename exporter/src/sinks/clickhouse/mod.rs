@@ -16,14 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Mutex;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError};
 use crate::telemetry::metrics::Metrics;
 
 use client::{Client, ClientOptions};
 use encoding::RowEncoder;
-
-use crate::sinks::EnvLookup;
-use crate::sinks::{BuildSink, SinkContext};
 
 /// Inserts batches into one table.
 pub struct ClickHouseSink {

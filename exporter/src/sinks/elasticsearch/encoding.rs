@@ -18,13 +18,13 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use crate::encoding::flat::flat_spans;
 use crate::encoding::json::write_span;
 use crate::encoding::json_text::{write_hex, write_str};
-use crate::sinks::s3::object_key::KeyTemplate;
+use spansink_config::TimeTemplate;
 
 /// Where documents go, from the config.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// `index` operations into this (possibly dated) index.
-    Index(KeyTemplate),
+    Index(TimeTemplate),
     /// `create` operations into this data stream.
     DataStream(String),
 }
@@ -180,7 +180,7 @@ struct IndexCache {
 }
 
 impl IndexCache {
-    fn name(&mut self, template: &KeyTemplate, time: DateTime<Utc>) -> &str {
+    fn name(&mut self, template: &TimeTemplate, time: DateTime<Utc>) -> &str {
         let second = time.timestamp();
         if self.second != Some(second) {
             self.name = template.render(time);
@@ -252,7 +252,7 @@ mod tests {
     use crate::otlp::fixtures::{self, kv, v_int, v_kvlist};
 
     fn index(template: &str) -> Target {
-        Target::Index(KeyTemplate::parse(template).unwrap())
+        Target::Index(TimeTemplate::parse(template).unwrap())
     }
 
     fn lines(items: &BulkItems, which: &[usize]) -> Vec<String> {

@@ -13,15 +13,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::Utc;
-use spansink_config::ElasticsearchSinkConfig;
+use spansink_config::{ElasticsearchSinkConfig, TimeTemplate};
 
 use crate::otlp::Batch;
-use crate::sinks::s3::object_key::KeyTemplate;
-use crate::sinks::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 
-use crate::sinks::{BuildSink, SinkContext};
 use bulk::{ItemError, ItemOutcome, RequestOutcome, classify_request, parse_items};
 use client::{Auth, BulkClient, ClientSettings};
 use encoding::{BulkItems, Target};
@@ -31,8 +29,6 @@ const LOGGED_ITEM_ERRORS: usize = 3;
 
 /// Longest wait between two rounds of re-sending throttled documents.
 const MAX_ITEM_BACKOFF: Duration = Duration::from_secs(5);
-
-use crate::sinks::EnvLookup;
 
 /// Writes batches to an Elasticsearch or OpenSearch cluster.
 pub struct ElasticsearchSink {
@@ -94,12 +90,12 @@ impl ElasticsearchSink {
                 ));
             }
             (index, None) => Target::Index(
-                KeyTemplate::parse(
+                TimeTemplate::parse(
                     index
                         .as_deref()
                         .unwrap_or(ElasticsearchSinkConfig::DEFAULT_INDEX),
                 )
-                .map_err(build_error)?,
+                .map_err(|e| build_error(format!("index {e}")))?,
             ),
         };
         if config.endpoints.is_empty() {

@@ -40,8 +40,7 @@ use crate::otlp::view::for_each_scope_group;
 use crate::otlp::{Batch, WireError};
 
 use super::support::io_error::io_error;
-use super::{BuildError, Sink, SinkError};
-use crate::sinks::{BuildSink, SinkContext};
+use super::{BuildError, BuildSink, Sink, SinkContext, SinkError};
 pub use rotation::FileLayout;
 use rotation::RotationPolicy;
 use writer::{ActiveFile, sync_dir};

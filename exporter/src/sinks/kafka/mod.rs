@@ -14,8 +14,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use spansink_config::KafkaSinkConfig;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError, message_fit};
-use crate::sinks::{BuildSink, SinkContext};
+use crate::sinks::{BuildError, BuildSink, Sink, SinkContext, SinkError, message_fit};
 use crate::telemetry::metrics::Metrics;
 
 /// Writes batches to one Kafka topic.

@@ -26,11 +26,10 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError};
 use crate::telemetry::logging;
 use crate::telemetry::metrics::Metrics;
 
-use crate::sinks::{BuildSink, SinkContext};
 use errors::{PostgresError, classify, classify_pool};
 use schema::Table;
 use tls::PostgresTls;
@@ -38,8 +37,6 @@ use tls::PostgresTls;
 /// COPY data is sent in messages of this size: big enough that per-message overhead
 /// vanishes, small enough that the driver's buffer stays small.
 const COPY_CHUNK: usize = 256 * 1024;
-
-use crate::sinks::EnvLookup;
 
 /// Writes batches as rows of one table.
 pub struct PostgresSink {

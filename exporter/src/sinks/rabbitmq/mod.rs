@@ -16,11 +16,9 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use spansink_config::RabbitMqSinkConfig;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError, message_fit};
+use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError, message_fit};
 use crate::telemetry::metrics::Metrics;
 
-use crate::sinks::EnvLookup;
-use crate::sinks::{BuildSink, SinkContext};
 use connection::{ConnectionSettings, Publisher, classify};
 use encoding::RabbitMqMessage;
 

@@ -13,12 +13,10 @@ use async_trait::async_trait;
 use spansink_config::RedisSinkConfig;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError};
 
 use self::client::RedisClient;
 use self::encoding::{EncodedBatch, stream_pipeline, trace_pipeline};
-use crate::sinks::EnvLookup;
-use crate::sinks::{BuildSink, SinkContext};
 
 /// Writes batches to one Redis server.
 pub struct RedisSink {

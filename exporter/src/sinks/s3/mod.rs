@@ -14,10 +14,9 @@ use chrono::Utc;
 use spansink_config::S3SinkConfig;
 
 use crate::otlp::Batch;
-use crate::sinks::{BuildError, Sink, SinkError};
+use crate::sinks::{BuildError, BuildSink, Sink, SinkContext, SinkError};
 use crate::telemetry::metrics::Metrics;
 
-use crate::sinks::{BuildSink, SinkContext};
 use encoding::ObjectFormat;
 use object_key::ObjectKeys;
 
