@@ -17,7 +17,13 @@ pub struct Workload {
     pub attributes_per_span: usize,
 }
 
-use crate::otlp::fixtures::attribute as kv;
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(value) }),
+        key_strindex: 0,
+    }
+}
 
 const ROUTES: &[&str] = &[
     "/api/orders/{id}",

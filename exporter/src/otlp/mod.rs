@@ -3,6 +3,7 @@
 //! without re-parsing. Not the receivers (see `receiver`) nor span encodings (`encoding`).
 
 pub mod codec;
+#[cfg(any(test, feature = "test-support"))]
 pub mod fixtures;
 pub mod payload;
 pub mod view;
