@@ -704,6 +704,9 @@ impl Validator {
                 k.message_timeout
             ),
         );
+        k.check_statistics_interval(|field, message| {
+            self.error(format!("{path}.{field}"), message)
+        });
         if k.idempotence && k.acks != crate::sink::KafkaAcks::All {
             self.error(
                 format!("{path}.acks"),
