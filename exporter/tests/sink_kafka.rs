@@ -5,14 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spansink_config::{ByteSize, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig};
-use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{
     self, batch_of, flatten, interleaved_traces, rich_span, trace_ids,
 };
@@ -23,31 +21,14 @@ use spansink_exporter::sinks::kafka::encoding::encode_batch;
 use spansink_exporter::sinks::kafka::producer::client_config;
 use spansink_exporter::telemetry::metrics::{Metrics, SinkReasonLabels};
 
+mod kafka_messages;
 mod pipeline;
 mod transform_rules;
+use kafka_messages::{EVERY_ENCODING, decode, merged};
 use pipeline::FallbackPipeline;
 
 const TOPIC: &str = "spans";
 const PARTITIONS: i32 = 6;
-
-fn decode(encoding: KafkaEncoding, value: &[u8]) -> ExportTraceServiceRequest {
-    match encoding {
-        KafkaEncoding::OtlpProto => ExportTraceServiceRequest::decode(value).unwrap(),
-        KafkaEncoding::OtlpJson => serde_json::from_slice(value).unwrap(),
-        KafkaEncoding::Json => read_request([std::str::from_utf8(value).unwrap()]).unwrap(),
-    }
-}
-
-fn merged(
-    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
-) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: requests
-            .into_iter()
-            .flat_map(|r| r.resource_spans)
-            .collect(),
-    }
-}
 
 // ---------------------------------------------------------------- encoding, no broker
 
@@ -322,13 +303,6 @@ fn consume(bootstrap: &str, encoding: KafkaEncoding, spans: usize) -> Vec<Consum
     assert_eq!(seen, spans, "spans read back from the topic");
     out
 }
-
-/// Each encoding the sink writes.
-const EVERY_ENCODING: [KafkaEncoding; 3] = [
-    KafkaEncoding::OtlpProto,
-    KafkaEncoding::OtlpJson,
-    KafkaEncoding::Json,
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
