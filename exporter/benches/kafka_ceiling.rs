@@ -84,7 +84,10 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_time(std::process::id()).expect("process CPU time") - cpu_before;
     producer.flush(Duration::from_secs(10)).expect("flush");
-    let (messages, spans) = (messages.load(Ordering::Relaxed), spans.load(Ordering::Relaxed));
+    let (messages, spans) = (
+        messages.load(Ordering::Relaxed),
+        spans.load(Ordering::Relaxed),
+    );
     println!(
         "bare FutureProducer, sink settings: {:.0} messages/s, {:.0} spans/s, {:.3} CPU-s per million spans ({messages} messages, {spans} spans in {elapsed:.1} s)",
         messages as f64 / elapsed,
