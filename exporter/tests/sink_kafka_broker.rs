@@ -263,8 +263,10 @@ async fn a_broker_restart_mid_stream_loses_nothing_and_duplicates_only_retried_b
         std::sync::Arc::new(KafkaSink::new("events", &config, &Metrics::for_tests()).unwrap());
 
     const BATCHES: usize = 30;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let exporter = {
         let sink = sink.clone();
+        let done = done.clone();
         tokio::spawn(async move {
             let mut batches = Vec::new();
             for i in 0..BATCHES {
@@ -281,13 +283,27 @@ async fn a_broker_restart_mid_stream_loses_nothing_and_duplicates_only_retried_b
                     }
                 }
                 batches.push((flatten(&request), attempts));
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             batches
         })
     };
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A few batches in: the first writes to S3 storage are slow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "3 batches within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::task::block_in_place(|| tansu.restart());
+    let done_at_restart = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..BATCHES).contains(&done_at_restart),
+        "the restart came mid-stream ({done_at_restart} of {BATCHES} batches done)"
+    );
     let batches = exporter.await.unwrap();
     sink.shutdown().await.unwrap();
 
