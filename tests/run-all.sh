@@ -7,6 +7,7 @@
 #
 # Environment:
 #   CARGO_TARGET_DIR   build directory (default: $HOME/.cache/spansink-target)
+#   SPANSINK_TANSU     set here to the tansu broker built into $HOME/.cache/spansink-tools
 #   SPANSINK_VENV      virtualenv to create/reuse (default: $HOME/.cache/spansink-venv)
 #   SPANSINK_TEST_EXPORTER_IMAGE, SPANSINK_TEST_OPERATOR_IMAGE
 #                      tags of the images the container tests build and run
@@ -41,7 +42,8 @@ fi
 # Python packages used by the tests, pinned so results do not drift: the official
 # OpenTelemetry SDK (end-to-end client), the Helm SDK (chart lint/render), moto (S3 server),
 # osmem-server (OpenSearch API emulator: no real Elasticsearch/OpenSearch installs here),
-# chdb (embedded current ClickHouse, checks the default DDL the old apt server cannot run).
+# chdb (embedded current ClickHouse, checks the default DDL the old apt server cannot run),
+# confluent-kafka (the Kafka tests' independent consumer, exporter/tests/servers/kafka_client.py).
 py_packages=(
   "opentelemetry-sdk==1.45.2"
   "opentelemetry-exporter-otlp-proto-grpc==1.45.2"
@@ -50,6 +52,7 @@ py_packages=(
   "moto[server]==5.2.5"
   "osmem-server==0.1.6"
   "chdb==4.4.0"
+  "confluent-kafka==2.16.1"
 )
 
 if [ ! -x "$venv/bin/python" ]; then
@@ -64,6 +67,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "${py_packages[*]}" ]; then
 fi
 export SPANSINK_PYTHON="$venv/bin/python"
 export SPANSINK_VENV="$venv"
+
+# tansu, a Kafka-protocol broker in Rust (exporter/tests/sink_kafka_broker.rs), built once
+# into a cache outside the clone with its own target directory (~15-25 min on 2 cores);
+# dynostore gives it the memory:// and s3:// storage engines.
+tools=$HOME/.cache/spansink-tools
+tansu_root=$tools/tansu-0.6.0
+if [ ! -x "$tansu_root/bin/tansu" ]; then
+  echo "== building tansu 0.6.0 into $tansu_root (log: $tools/tansu-build.log)"
+  mkdir -p "$tools"
+  CARGO_TARGET_DIR="$tools/tansu-build" cargo install --locked tansu@0.6.0 --features dynostore \
+    --root "$tansu_root" > "$tools/tansu-build.log" 2>&1 \
+    || { tail -30 "$tools/tansu-build.log"; exit 1; }
+fi
+export SPANSINK_TANSU="$tansu_root/bin/tansu"
 
 log=$(mktemp)
 dockerd_pid=""

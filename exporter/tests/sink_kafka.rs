@@ -5,14 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use spansink_config::{ByteSize, KafkaEncoding, KafkaSaslConfig, KafkaSinkConfig, KafkaTlsConfig};
-use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{
     self, batch_of, flatten, interleaved_traces, rich_span, trace_ids,
 };
@@ -23,31 +21,14 @@ use spansink_exporter::sinks::kafka::encoding::encode_batch;
 use spansink_exporter::sinks::kafka::producer::client_config;
 use spansink_exporter::telemetry::metrics::{Metrics, SinkReasonLabels};
 
+mod kafka_messages;
 mod pipeline;
 mod transform_rules;
+use kafka_messages::{EVERY_ENCODING, decode, merged};
 use pipeline::FallbackPipeline;
 
 const TOPIC: &str = "spans";
 const PARTITIONS: i32 = 6;
-
-fn decode(encoding: KafkaEncoding, value: &[u8]) -> ExportTraceServiceRequest {
-    match encoding {
-        KafkaEncoding::OtlpProto => ExportTraceServiceRequest::decode(value).unwrap(),
-        KafkaEncoding::OtlpJson => serde_json::from_slice(value).unwrap(),
-        KafkaEncoding::Json => read_request([std::str::from_utf8(value).unwrap()]).unwrap(),
-    }
-}
-
-fn merged(
-    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
-) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: requests
-            .into_iter()
-            .flat_map(|r| r.resource_spans)
-            .collect(),
-    }
-}
 
 // ---------------------------------------------------------------- encoding, no broker
 
@@ -322,13 +303,6 @@ fn consume(bootstrap: &str, encoding: KafkaEncoding, spans: usize) -> Vec<Consum
     assert_eq!(seen, spans, "spans read back from the topic");
     out
 }
-
-/// Each encoding the sink writes.
-const EVERY_ENCODING: [KafkaEncoding; 3] = [
-    KafkaEncoding::OtlpProto,
-    KafkaEncoding::OtlpJson,
-    KafkaEncoding::Json,
-];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_keeps_every_field_and_each_trace_in_one_partition() {
@@ -636,4 +610,143 @@ async fn messages_hold_only_transformed_spans_in_each_encoding() {
         let read = merged(consumed.iter().map(|c| decode(encoding, &c.value)));
         transform_rules::assert_transformed(&read, 2, &format!("kafka {encoding:?}"));
     }
+}
+
+// ---------------------------------------------------------------- librdkafka's statistics and errors
+
+/// Every log line of this test binary, as JSON: librdkafka calls the sink's context on
+/// its own threads, so only a global subscriber sees what it logs.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<&'static std::sync::Mutex<Vec<u8>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static std::sync::Mutex<Vec<u8>> =
+            Box::leak(Box::new(std::sync::Mutex::new(Vec::new())));
+        struct Capture(&'static std::sync::Mutex<Vec<u8>>);
+        impl std::io::Write for Capture {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter("spansink_exporter=info")
+            .with_writer(move || Capture(logs))
+            .init();
+        logs
+    })
+}
+
+/// The captured log lines of `sink` whose message starts with `message`.
+fn log_lines(sink: &str, message: &str) -> Vec<serde_json::Value> {
+    let logs = captured_logs().lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["sink"] == sink
+                && line["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with(message))
+        })
+        .collect()
+}
+
+/// Polls `condition` every 50 ms for up to `timeout`; panics with `what` otherwise.
+async fn eventually(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_shows_in_statistics_metrics_and_warnings() {
+    captured_logs();
+    const SINK: &str = "stats-watch";
+    let cluster = cluster();
+    let bootstrap = cluster.bootstrap_servers();
+    let mut config = sink_config(&bootstrap, KafkaEncoding::OtlpProto);
+    config.statistics_interval = spansink_config::Duration::from_millis(100);
+    // Reconnect within a second of the brokers' return (librdkafka's default backs off to 10 s).
+    config
+        .librdkafka
+        .insert("reconnect.backoff.max.ms".into(), "1000".into());
+    let metrics = Metrics::for_tests();
+    let sink = KafkaSink::new(SINK, &config, &metrics).unwrap();
+    let labels = metrics.sink(SINK);
+    let up = || metrics.kafka_brokers_up.get_or_create(&labels).get();
+    let retries = || metrics.kafka_request_retries.get_or_create(&labels).get();
+    let transport_errors = || metrics.kafka_transport_errors.get_or_create(&labels).get();
+    let queued = || {
+        metrics
+            .kafka_producer_queue_messages
+            .get_or_create(&labels)
+            .get()
+    };
+
+    let request = interleaved_traces(6, 2);
+    sink.export(&batch_of(&[&request])).await.unwrap();
+    eventually(
+        "brokers up after a delivery",
+        Duration::from_secs(10),
+        || up() > 0,
+    )
+    .await;
+    assert_eq!((retries(), transport_errors()), (0, 0), "a healthy cluster");
+
+    cluster.broker_down(-1).unwrap();
+    // The export waits inside librdkafka (reconnecting, retrying) until message_timeout.
+    let during = batch_of(&[&request]);
+    let failed = sink.export(&during);
+    let watch = async {
+        eventually(
+            "no broker up during the outage",
+            Duration::from_secs(10),
+            || up() == 0,
+        )
+        .await;
+        eventually(
+            "messages waiting in the producer queue",
+            Duration::from_secs(10),
+            || queued() > 0,
+        )
+        .await;
+    };
+    let (err, ()) = tokio::join!(failed, watch);
+    let err = err.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        retries() + transport_errors() > 0,
+        "the outage is counted: retries {}, transport errors {}",
+        retries(),
+        transport_errors()
+    );
+    let warnings = log_lines(SINK, "Kafka client error");
+    assert!(!warnings.is_empty(), "a warning names the outage");
+    let w = &warnings[0];
+    assert_eq!(w["level"], "WARN");
+    assert!(w["code"].is_string() && w["reason"].is_string(), "{w}");
+    assert!(!log_lines(SINK, "Kafka producer is connected to no broker").is_empty());
+
+    cluster.broker_up(-1).unwrap();
+    eventually("brokers up again", Duration::from_secs(15), || up() > 0).await;
+    eventually("the reconnection logged", Duration::from_secs(5), || {
+        !log_lines(SINK, "Kafka producer is connected to brokers again").is_empty()
+    })
+    .await;
+    sink.export(&batch_of(&[&request])).await.unwrap();
+    eventually("an empty producer queue", Duration::from_secs(5), || {
+        queued() == 0
+    })
+    .await;
 }

@@ -59,6 +59,13 @@ pub struct KafkaSinkConfig {
     /// abandoned. Default: `20s`.
     #[serde(default = "KafkaSinkConfig::default_message_timeout")]
     pub message_timeout: Duration,
+    /// How often librdkafka reports its statistics, which become the
+    /// `spansink_kafka_*` metrics (producer queue, retries, transport errors, request
+    /// timeouts, brokers up). `0s` turns them off; otherwise at least `100ms` (each
+    /// report is a JSON document of every broker and partition) and at most `1d`.
+    /// Default: `5s`.
+    #[serde(default = "KafkaSinkConfig::default_statistics_interval")]
+    pub statistics_interval: Duration,
     /// SASL authentication. Unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<KafkaSaslConfig>,
@@ -84,6 +91,41 @@ impl KafkaSinkConfig {
     fn default_message_timeout() -> Duration {
         Duration::from_secs(20)
     }
+    fn default_statistics_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    /// The shortest non-zero `statistics_interval` accepted.
+    pub const MIN_STATISTICS_INTERVAL: Duration = Duration::from_millis(100);
+    /// librdkafka's ceiling for `statistics.interval.ms` (one day).
+    pub const MAX_STATISTICS_INTERVAL: Duration = Duration::from_secs(86_400);
+
+    /// Checks `statistics_interval`, reporting each problem to `error` with the field's
+    /// name (relative to this config) and what to write instead.
+    pub fn check_statistics_interval(&self, mut error: impl FnMut(&'static str, String)) {
+        let interval = self.statistics_interval;
+        if interval.get().is_zero() {
+            return;
+        }
+        if interval < Self::MIN_STATISTICS_INTERVAL {
+            error(
+                "statistics_interval",
+                format!(
+                    "must be 0s (off) or at least {} (got {interval})",
+                    Self::MIN_STATISTICS_INTERVAL
+                ),
+            );
+        }
+        if interval > Self::MAX_STATISTICS_INTERVAL {
+            error(
+                "statistics_interval",
+                format!(
+                    "must be at most {} (librdkafka's limit; got {interval})",
+                    Self::MAX_STATISTICS_INTERVAL
+                ),
+            );
+        }
+    }
 
     /// A config for `brokers` and `topic` with every other setting at its default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
@@ -96,6 +138,7 @@ impl KafkaSinkConfig {
             idempotence: true,
             max_message_bytes: Self::default_max_message_bytes(),
             message_timeout: Self::default_message_timeout(),
+            statistics_interval: Self::default_statistics_interval(),
             sasl: None,
             tls: None,
             librdkafka: BTreeMap::new(),
@@ -114,6 +157,7 @@ impl KafkaSinkConfig {
         ("enable.idempotence", "idempotence"),
         ("message.timeout.ms", "message_timeout"),
         ("delivery.timeout.ms", "message_timeout"),
+        ("statistics.interval.ms", "statistics_interval"),
         ("security.protocol", "sasl and tls"),
         ("sasl.mechanism", "sasl.mechanism"),
         ("sasl.mechanisms", "sasl.mechanism"),
@@ -368,6 +412,9 @@ impl ValidateBackend for KafkaSinkConfig {
                 k.message_timeout
             ),
         );
+        k.check_statistics_interval(|field, message| {
+            v.error(format!("{path}.{field}"), message)
+        });
         if k.idempotence && k.acks != crate::sink::KafkaAcks::All {
             v.error(
                 format!("{path}.acks"),
@@ -470,5 +517,44 @@ mod tests {
             "sinks:\n  a:\n    kafka: {brokers: ['k:9092'], topic: t, acks: 2}\n",
         );
         assert!(bad.unwrap_err().to_string().contains("write all, 1 or 0"));
+    }
+
+    fn statistics_errors(statistics_interval: &str) -> Vec<String> {
+        let yaml = format!(
+            "sinks:\n  events:\n    kafka: {{brokers: ['kafka:9092'], topic: spans, statistics_interval: {statistics_interval}}}\n"
+        );
+        errors(&yaml)
+    }
+
+    #[test]
+    fn statistics_interval_is_off_or_between_100ms_and_a_day() {
+        for ok in ["0s", "100ms", "5s", "1d"] {
+            assert_eq!(statistics_errors(ok), Vec::<String>::new(), "{ok}");
+        }
+        assert_eq!(
+            statistics_errors("10ms"),
+            [
+                "sinks.events.kafka.statistics_interval: must be 0s (off) or at least 100ms (got 10ms)"
+            ]
+        );
+        assert_eq!(
+            statistics_errors("2d"),
+            [
+                "sinks.events.kafka.statistics_interval: must be at most 1day (librdkafka's limit; got 2days)"
+            ]
+        );
+    }
+
+    #[test]
+    fn statistics_interval_defaults_to_5s_and_is_not_a_librdkafka_passthrough() {
+        let config = super::KafkaSinkConfig::new("kafka:9092", "spans");
+        assert_eq!(config.statistics_interval.to_string(), "5s");
+        let yaml = "sinks:\n  events:\n    kafka: {brokers: ['kafka:9092'], topic: spans, librdkafka: {statistics.interval.ms: '10'}}\n";
+        let config: ExporterConfig = serde_yaml::from_str(yaml).expect("test YAML parses");
+        let errors = crate::validate::validate(&config).unwrap_err().to_string();
+        assert_eq!(
+            errors,
+            "sinks.events.kafka.librdkafka.statistics.interval.ms: is set by the sink; use sinks.events.kafka.statistics_interval instead"
+        );
     }
 }

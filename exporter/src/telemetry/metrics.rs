@@ -140,6 +140,13 @@ pub struct Metrics {
 
     pub transform_changes: Family<TransformLabels, Counter>,
 
+    pub kafka_producer_queue_messages: Family<SinkLabels, Gauge>,
+    pub kafka_producer_queue_bytes: Family<SinkLabels, Gauge>,
+    pub kafka_request_retries: Family<SinkLabels, Counter>,
+    pub kafka_transport_errors: Family<SinkLabels, Counter>,
+    pub kafka_request_timeouts: Family<SinkLabels, Counter>,
+    pub kafka_brokers_up: Family<SinkLabels, Gauge>,
+
     pub config_reloads: Family<ResultLabels, Counter>,
     pub build_info: Family<BuildLabels, Gauge>,
 }
@@ -199,6 +206,12 @@ impl Metrics {
             queue_corrupt_records: Family::default(),
             queue_storage_errors: Family::default(),
             transform_changes: Family::default(),
+            kafka_producer_queue_messages: Family::default(),
+            kafka_producer_queue_bytes: Family::default(),
+            kafka_request_retries: Family::default(),
+            kafka_transport_errors: Family::default(),
+            kafka_request_timeouts: Family::default(),
+            kafka_brokers_up: Family::default(),
             config_reloads: Family::default(),
             build_info: Family::default(),
         };
@@ -359,6 +372,37 @@ impl Metrics {
             "transform_changes",
             "What a sink's transform rule changed, by rule (its name or index) and action: attributes set, inserted, updated, deleted, renamed, hashed, redacted or truncated, or events or links dropped",
             m.transform_changes.clone(),
+        );
+        r.register(
+            "kafka_producer_queue_messages",
+            "Messages in a Kafka sink's librdkafka producer queue, waiting to be sent or acknowledged (from librdkafka's statistics, every kafka.statistics_interval)",
+            m.kafka_producer_queue_messages.clone(),
+        );
+        r.register_with_unit(
+            "kafka_producer_queue",
+            "Message bytes in a Kafka sink's librdkafka producer queue (from librdkafka's statistics)",
+            Unit::Bytes,
+            m.kafka_producer_queue_bytes.clone(),
+        );
+        r.register(
+            "kafka_request_retries",
+            "Requests librdkafka sent to a broker again, summed over brokers (its txretries); these retries happen inside the producer and are not in spansink_sink_retried_spans_total",
+            m.kafka_request_retries.clone(),
+        );
+        r.register(
+            "kafka_transport_errors",
+            "Send and receive errors on a Kafka sink's broker connections, summed over brokers (librdkafka's txerrs + rxerrs)",
+            m.kafka_transport_errors.clone(),
+        );
+        r.register(
+            "kafka_request_timeouts",
+            "Requests to a broker that timed out, summed over brokers (librdkafka's req_timeouts)",
+            m.kafka_request_timeouts.clone(),
+        );
+        r.register(
+            "kafka_brokers_up",
+            "Cluster brokers a Kafka sink's producer is connected to (state UP in librdkafka's statistics; bootstrap entries not counted)",
+            m.kafka_brokers_up.clone(),
         );
         r.register(
             "config_reloads",

@@ -12,6 +12,7 @@ pub mod moto;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
+pub mod tansu;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

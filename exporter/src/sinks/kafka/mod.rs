@@ -2,6 +2,7 @@
 //! trace stays in one partition), all produced at once and acknowledged together.
 //! Not batching or retries (the chain's) nor the Kafka protocol (librdkafka's).
 
+pub mod client_context;
 pub mod encoding;
 pub mod producer;
 
@@ -13,6 +14,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use spansink_config::KafkaSinkConfig;
 
+use self::client_context::KafkaClientContext;
 use crate::otlp::Batch;
 use crate::sinks::{BuildError, BuildSink, Sink, SinkContext, SinkError, message_fit};
 use crate::telemetry::metrics::Metrics;
@@ -24,7 +26,7 @@ pub struct KafkaSink {
     client_config: ClientConfig,
     /// Replaced when librdkafka reports a fatal error (an idempotent producer that lost
     /// its sequence state cannot produce again; a new one can).
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<SinkProducer>>,
     metrics: Metrics,
 }
 
@@ -51,7 +53,7 @@ impl KafkaSink {
             message,
         };
         let client_config = producer::client_config(config, env).map_err(build_error)?;
-        let producer = create_producer(&client_config).map_err(build_error)?;
+        let producer = create_producer(name, &client_config, metrics).map_err(build_error)?;
         Ok(Self {
             name: name.to_string(),
             config: config.clone(),
@@ -61,7 +63,7 @@ impl KafkaSink {
         })
     }
 
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<SinkProducer> {
         match self.producer.read() {
             Ok(p) => Arc::clone(&p),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -69,12 +71,12 @@ impl KafkaSink {
     }
 
     /// Swaps in a new producer when the current one is dead. Returns whether it did.
-    fn replace_if_fatal(&self, current: &Arc<FutureProducer>) -> bool {
+    fn replace_if_fatal(&self, current: &Arc<SinkProducer>) -> bool {
         let Some((code, reason)) = current.client().fatal_error() else {
             return false;
         };
         tracing::error!(sink = %self.name, %code, %reason, "Kafka producer hit a fatal error; creating a new one");
-        match create_producer(&self.client_config) {
+        match create_producer(&self.name, &self.client_config, &self.metrics) {
             Ok(fresh) => {
                 let mut slot = match self.producer.write() {
                     Ok(slot) => slot,
@@ -103,9 +105,17 @@ impl KafkaSink {
     }
 }
 
-fn create_producer(config: &ClientConfig) -> Result<FutureProducer, String> {
+/// The sink's producer: its context turns librdkafka's statistics and errors into
+/// metrics and warnings.
+type SinkProducer = FutureProducer<KafkaClientContext>;
+
+fn create_producer(
+    sink: &str,
+    config: &ClientConfig,
+    metrics: &Metrics,
+) -> Result<SinkProducer, String> {
     config
-        .create::<FutureProducer>()
+        .create_with_context::<_, SinkProducer>(KafkaClientContext::new(sink, metrics))
         .map_err(|e| format!("cannot create the Kafka producer: {e}"))
 }
 

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext};
 use spansink_config::KafkaSinkConfig;
 
 use super::encoding::KafkaMessage;
@@ -33,6 +33,11 @@ pub fn client_config(config: &KafkaSinkConfig, env: EnvLookup<'_>) -> Result<Cli
         .set(
             "message.timeout.ms",
             config.message_timeout.get().as_millis().max(1).to_string(),
+        )
+        // 0 turns librdkafka's statistics (and so the spansink_kafka_* metrics) off.
+        .set(
+            "statistics.interval.ms",
+            config.statistics_interval.get().as_millis().to_string(),
         )
         .set(
             "message.max.bytes",
@@ -92,8 +97,8 @@ pub struct ProduceOutcome {
 
 /// Hands every message to librdkafka first (they travel in parallel, batched per
 /// partition), then waits for every delivery report.
-pub async fn produce_all(
-    producer: &FutureProducer,
+pub async fn produce_all<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     messages: &[KafkaMessage],
     give_up_after: Duration,
@@ -128,8 +133,8 @@ pub async fn produce_all(
     }
 }
 
-async fn enqueue(
-    producer: &FutureProducer,
+async fn enqueue<C: ClientContext + 'static>(
+    producer: &FutureProducer<C>,
     topic: &str,
     message: &KafkaMessage,
     give_up_after: Duration,
