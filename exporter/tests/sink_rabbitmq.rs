@@ -25,7 +25,7 @@ use spansink_config::{
 use spansink_exporter::chain::{Admit, Chain};
 use spansink_exporter::encoding::read_request;
 use spansink_exporter::otlp::fixtures::{
-    batch_of, flatten, interleaved_traces, rich_request, rich_span,
+    batch_of, flatten, interleaved_traces, json_representable, merged, rich_request, rich_span,
 };
 use spansink_exporter::otlp::{TraceData, span_count};
 use spansink_exporter::sinks::rabbitmq::RabbitMqSink;
@@ -160,38 +160,6 @@ fn decode(encoding: RabbitMqEncoding, body: &[u8]) -> ExportTraceServiceRequest 
         RabbitMqEncoding::OtlpJson => serde_json::from_slice(body).unwrap(),
         RabbitMqEncoding::Json => read_request([std::str::from_utf8(body).unwrap()]).unwrap(),
     }
-}
-
-fn merged(
-    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
-) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: requests
-            .into_iter()
-            .flat_map(|r| r.resource_spans)
-            .collect(),
-    }
-}
-
-/// `request` as the OTLP JSON mapping carries it: opentelemetry-proto's serde has no
-/// infinite doubles, they read back as an attribute without a value.
-fn json_representable(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    for span in request
-        .resource_spans
-        .iter_mut()
-        .flat_map(|rs| rs.scope_spans.iter_mut())
-        .flat_map(|ss| ss.spans.iter_mut())
-    {
-        for kv in &mut span.attributes {
-            if let Some(any) = kv.value.as_mut()
-                && matches!(any.value, Some(Value::DoubleValue(d)) if d.is_infinite())
-            {
-                any.value = None;
-            }
-        }
-    }
-    request
 }
 
 fn unique(prefix: &str) -> String {

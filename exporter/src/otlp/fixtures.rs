@@ -500,3 +500,35 @@ fn http_attribute(i: usize, a: usize) -> KeyValue {
         ),
     }
 }
+
+/// The requests as one, in order: what a reader that collects several messages compares.
+pub fn merged(
+    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
+) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: requests
+            .into_iter()
+            .flat_map(|r| r.resource_spans)
+            .collect(),
+    }
+}
+
+/// `request` as the OTLP JSON mapping carries it: opentelemetry-proto's serde has no
+/// infinite doubles, they read back as an attribute without a value.
+pub fn json_representable(mut request: ExportTraceServiceRequest) -> ExportTraceServiceRequest {
+    for span in request
+        .resource_spans
+        .iter_mut()
+        .flat_map(|rs| rs.scope_spans.iter_mut())
+        .flat_map(|ss| ss.spans.iter_mut())
+    {
+        for kv in &mut span.attributes {
+            if let Some(any) = kv.value.as_mut()
+                && matches!(any.value, Some(Value::DoubleValue(d)) if d.is_infinite())
+            {
+                any.value = None;
+            }
+        }
+    }
+    request
+}

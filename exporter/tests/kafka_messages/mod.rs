@@ -24,41 +24,16 @@ pub fn decode(encoding: KafkaEncoding, value: &[u8]) -> ExportTraceServiceReques
     }
 }
 
-/// The requests as one, in order.
-pub fn merged(
-    requests: impl IntoIterator<Item = ExportTraceServiceRequest>,
-) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: requests
-            .into_iter()
-            .flat_map(|r| r.resource_spans)
-            .collect(),
-    }
-}
+pub use spansink_exporter::otlp::fixtures::merged;
 
 /// `request` as `encoding` carries it: opentelemetry-proto's serde (the OTLP JSON
 /// mapping) has no infinite doubles, they read back as an attribute without a value.
 pub fn as_read_back(
     encoding: KafkaEncoding,
-    mut request: ExportTraceServiceRequest,
+    request: ExportTraceServiceRequest,
 ) -> ExportTraceServiceRequest {
-    use opentelemetry_proto::tonic::common::v1::any_value::Value;
     if encoding != KafkaEncoding::OtlpJson {
         return request;
     }
-    for span in request
-        .resource_spans
-        .iter_mut()
-        .flat_map(|rs| rs.scope_spans.iter_mut())
-        .flat_map(|ss| ss.spans.iter_mut())
-    {
-        for kv in &mut span.attributes {
-            if let Some(any) = kv.value.as_mut()
-                && matches!(any.value, Some(Value::DoubleValue(d)) if d.is_infinite())
-            {
-                any.value = None;
-            }
-        }
-    }
-    request
+    spansink_exporter::otlp::fixtures::json_representable(request)
 }
