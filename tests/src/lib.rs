@@ -197,41 +197,62 @@ impl Exporter {
     }
 
     /// Starts the exporter on the config `config` writes for it (it knows the ports).
-    pub fn start_with(config: impl FnOnce(&Exporter) -> String) -> Self {
+    pub fn start_with(config: impl Fn(&Exporter) -> String) -> Self {
         Self::start_with_env(&[], config)
     }
 
     /// [`Self::start_with`], with these variables in the process environment (kept on
     /// [`Self::restart`]).
-    pub fn start_with_env(env: &[(&str, &str)], config: impl FnOnce(&Exporter) -> String) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut exporter = Exporter {
-            child: None,
-            dir,
-            grpc_port: free_port(),
-            http_port: free_port(),
-            telemetry_port: free_port(),
-            generation: 0,
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        let text = config(&exporter);
-        exporter.write_config(&text);
-        exporter.spawn();
-        exporter
+    ///
+    /// A port found free can be taken by another process (any outgoing connection gets
+    /// an ephemeral port from the same range) before the exporter binds it; then the
+    /// start is tried again on new ports, with the config written for them.
+    pub fn start_with_env(env: &[(&str, &str)], config: impl Fn(&Exporter) -> String) -> Self {
+        const ATTEMPTS: usize = 3;
+        for attempt in 1..=ATTEMPTS {
+            let mut exporter = Exporter {
+                child: None,
+                dir: tempfile::tempdir().expect("temp dir"),
+                grpc_port: free_port(),
+                http_port: free_port(),
+                telemetry_port: free_port(),
+                generation: 0,
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            let text = config(&exporter);
+            exporter.write_config(&text);
+            match exporter.try_spawn() {
+                Ok(()) => return exporter,
+                Err(log) if attempt < ATTEMPTS && log.contains("Address already in use") => {
+                    eprintln!(
+                        "exporter start attempt {attempt}: a port was taken; trying new ports"
+                    );
+                }
+                Err(log) => panic!("exporter did not become ready; log:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Starts the process in this exporter's directory (its log appended to) and waits
     /// until `/readyz` answers 200.
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("exporter did not become ready; log:\n{log}");
+        }
+    }
+
+    /// [`Self::spawn`], giving the log back when the process does not become ready.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(exporter_binary())
+        let mut child = Command::new(exporter_binary())
             .args([
                 "run",
                 "--config",
@@ -246,15 +267,24 @@ impl Exporter {
             .stderr(log)
             .spawn()
             .expect("spawn spansink-exporter");
-        self.child = Some(child);
+        // Ready, or gone (a bind error ends the process at once: no need to wait it out).
         let ready = wait_for(Duration::from_secs(30), || {
-            self.get("/readyz").filter(|(s, _)| *s == 200)
+            if self.get("/readyz").is_some_and(|(s, _)| s == 200) {
+                return Some(true);
+            }
+            matches!(child.try_wait(), Ok(Some(_))).then_some(false)
         });
-        assert!(
-            ready.is_some(),
-            "exporter did not become ready; log:\n{}",
-            self.log()
-        );
+        self.child = Some(child);
+        match ready.filter(|ready| *ready) {
+            Some(_) => Ok(()),
+            None => {
+                if let Some(mut child) = self.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                Err(self.log())
+            }
+        }
     }
 
     /// `kill -9`: no drain, no flush, as an OOM kill or a node crash leaves it.
