@@ -29,7 +29,8 @@ pub struct ActiveFile {
 
 enum Output {
     Plain(CountingFile),
-    Gzip(GzEncoder<CountingFile>),
+    // Boxed: the encoder's state (hundreds of bytes with zlib-rs) would size every Output.
+    Gzip(Box<GzEncoder<CountingFile>>),
 }
 
 /// Counts bytes as they reach the file, so sizes are after compression.
@@ -70,9 +71,10 @@ impl ActiveFile {
             Compression::None => Output::Plain(counting),
             // Fast level: the sink has to keep up with ingest (hundreds of MB/s of JSON);
             // span JSON is repetitive enough that level 1 already shrinks it several-fold.
-            Compression::Gzip => {
-                Output::Gzip(GzEncoder::new(counting, flate2::Compression::fast()))
-            }
+            Compression::Gzip => Output::Gzip(Box::new(GzEncoder::new(
+                counting,
+                flate2::Compression::fast(),
+            ))),
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -134,7 +136,7 @@ impl ActiveFile {
         let Self { out, handle, .. } = self;
         match out {
             Output::Plain(mut f) => f.flush()?,
-            Output::Gzip(gz) => gz.finish()?.flush()?,
+            Output::Gzip(gz) => (*gz).finish()?.flush()?,
         }
         if fsync {
             handle.sync_all()?;
