@@ -100,33 +100,6 @@ impl KafkaSinkConfig {
     /// librdkafka's ceiling for `statistics.interval.ms` (one day).
     pub const MAX_STATISTICS_INTERVAL: Duration = Duration::from_secs(86_400);
 
-    /// Checks `statistics_interval`, reporting each problem to `error` with the field's
-    /// name (relative to this config) and what to write instead.
-    pub fn check_statistics_interval(&self, mut error: impl FnMut(&'static str, String)) {
-        let interval = self.statistics_interval;
-        if interval.get().is_zero() {
-            return;
-        }
-        if interval < Self::MIN_STATISTICS_INTERVAL {
-            error(
-                "statistics_interval",
-                format!(
-                    "must be 0s (off) or at least {} (got {interval})",
-                    Self::MIN_STATISTICS_INTERVAL
-                ),
-            );
-        }
-        if interval > Self::MAX_STATISTICS_INTERVAL {
-            error(
-                "statistics_interval",
-                format!(
-                    "must be at most {} (librdkafka's limit; got {interval})",
-                    Self::MAX_STATISTICS_INTERVAL
-                ),
-            );
-        }
-    }
-
     /// A config for `brokers` and `topic` with every other setting at its default.
     pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
@@ -412,9 +385,21 @@ impl ValidateBackend for KafkaSinkConfig {
                 k.message_timeout
             ),
         );
-        k.check_statistics_interval(|field, message| {
-            v.error(format!("{path}.{field}"), message)
-        });
+        let interval = k.statistics_interval;
+        if !interval.get().is_zero() {
+            let min = KafkaSinkConfig::MIN_STATISTICS_INTERVAL;
+            let max = KafkaSinkConfig::MAX_STATISTICS_INTERVAL;
+            v.check(
+                interval >= min,
+                format!("{path}.statistics_interval"),
+                format!("must be 0s (off) or at least {min} (got {interval})"),
+            );
+            v.check(
+                interval <= max,
+                format!("{path}.statistics_interval"),
+                format!("must be at most {max} (librdkafka's limit; got {interval})"),
+            );
+        }
         if k.idempotence && k.acks != crate::sink::KafkaAcks::All {
             v.error(
                 format!("{path}.acks"),
