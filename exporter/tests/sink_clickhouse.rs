@@ -11,13 +11,16 @@ use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use servers::clickhouse::{self, ClickHouse};
-use spansink_config::{ClickHouseCompression, ClickHouseSinkConfig, ExporterConfig};
+use spansink_config::{
+    ClickHouseCompression, ClickHouseFormat, ClickHouseSinkConfig, ExporterConfig,
+};
 use spansink_exporter::chain::{Admit, Chain};
 use spansink_exporter::encoding::{FIELDS, flat_spans, read_request};
 use spansink_exporter::otlp::TraceData;
 use spansink_exporter::otlp::fixtures::{self, batch_of, flatten};
 use spansink_exporter::sinks::clickhouse::encoding::RowEncoder;
-use spansink_exporter::sinks::clickhouse::{ClickHouseSink, schema};
+use spansink_exporter::sinks::clickhouse::row_binary::RowBinaryEncoder;
+use spansink_exporter::sinks::clickhouse::{ClickHouseSink, RowFormat, schema};
 use spansink_exporter::sinks::{self, Sink};
 use spansink_exporter::telemetry::metrics::{Metrics, SinkReasonLabels};
 
@@ -210,6 +213,126 @@ async fn rich_request_round_trips_every_field_through_the_table_the_sink_creates
     assert_eq!(count(&server, "spans").await, 3);
 }
 
+/// Each row format with each compression, into the table the sink creates: every field
+/// read back, and the format the sink says it chose is the one asked for (auto picks
+/// RowBinary for its own table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_and_compression_round_trips_every_field() {
+    let server = ClickHouse::start();
+    let request = fixtures::rich_request();
+    let formats = [
+        (ClickHouseFormat::Auto, RowFormat::RowBinary),
+        (ClickHouseFormat::RowBinary, RowFormat::RowBinary),
+        (ClickHouseFormat::JsonEachRow, RowFormat::JsonEachRow),
+    ];
+    for (format, chosen) in formats {
+        for compression in [
+            ClickHouseCompression::Lz4,
+            ClickHouseCompression::Gzip,
+            ClickHouseCompression::None,
+        ] {
+            let table = format!("{format:?}_{compression:?}").to_lowercase();
+            let mut config = sink_config(&server, &table);
+            config.format = format;
+            config.compression = compression;
+            let sink = sink(&config);
+            // Two batches: the second reuses the prepared table and format.
+            sink.export(&batch_of(&[&request])).await.unwrap();
+            assert_eq!(sink.chosen_format(), Some(chosen), "{table}");
+            let rows = select_all(&server, &table).await;
+            assert_eq!(rows.len(), 7, "{table}");
+            assert_rows_are(&rows, &request);
+            sink.export(&batch_of(&[&numbered_request(1, 600)]))
+                .await
+                .unwrap();
+            assert_eq!(count(&server, &table).await, 607, "{table}");
+        }
+    }
+}
+
+/// A hand-made table whose columns do not all have the rows' binary types: `auto`
+/// writes JSON rows into it (ClickHouse converts them), `row_binary` refuses with the
+/// column named, sends nothing, and takes RowBinary once the table is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_writes_json_into_a_table_row_binary_does_not_fit_and_row_binary_names_the_column() {
+    let server = ClickHouse::start();
+    let ddl =
+        schema::plain_table("default", "wide", None).replace("`flags` UInt32", "`flags` UInt64");
+    assert!(ddl.contains("`flags` UInt64"), "{ddl}");
+    server.query(&ddl).await;
+    let request = fixtures::rich_request();
+
+    let mut config = sink_config(&server, "wide");
+    config.create_table = false;
+    let auto = sink(&config);
+    auto.export(&batch_of(&[&request])).await.unwrap();
+    assert_eq!(auto.chosen_format(), Some(RowFormat::JsonEachRow));
+    let mut rows = select_all(&server, "wide").await;
+    for row in &mut rows {
+        // A UInt64 column reads back as a quoted JSON string.
+        row["flags"] = as_u64(&row["flags"]).into();
+    }
+    assert_rows_are(&rows, &request);
+
+    config.format = ClickHouseFormat::RowBinary;
+    let strict = sink(&config);
+    let err = strict
+        .export(&batch_of(&[&numbered_request(2, 3)]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.reason(), "schema");
+    assert!(
+        err.to_string()
+            .contains("column flags is UInt64; RowBinary rows carry it as UInt32"),
+        "{err}"
+    );
+    assert_eq!(strict.chosen_format(), None);
+    assert_eq!(count(&server, "wide").await, 7, "nothing half-written");
+
+    // Fixed by hand: the next export looks again and takes RowBinary.
+    server
+        .query("ALTER TABLE default.wide MODIFY COLUMN flags UInt32")
+        .await;
+    strict
+        .export(&batch_of(&[&numbered_request(2, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(strict.chosen_format(), Some(RowFormat::RowBinary));
+    assert_eq!(count(&server, "wide").await, 10);
+}
+
+/// The server's own compressed blocks (`compress=1` on an answer) read back through the
+/// sink's block reader, checksums and all: the same framing and CityHash the sink sends
+/// (the inserts above are checked by the server the other way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_compressed_blocks_have_the_framing_and_checksums_the_sink_writes() {
+    use spansink_exporter::sinks::clickhouse::compressed_block;
+    let server = ClickHouse::start();
+    let sql = "SELECT number, toString(number * 7919) FROM system.numbers LIMIT 300000 FORMAT TabSeparated";
+    let plain = server.query(sql).await;
+    let packed = reqwest::Client::new()
+        .post(format!(
+            "{}/?compress=1",
+            server.endpoint().trim_end_matches('/')
+        ))
+        .body(sql)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        packed.len() < plain.len(),
+        "{} of {}",
+        packed.len(),
+        plain.len()
+    );
+    let unpacked = compressed_block::decompress(&packed).unwrap();
+    assert_eq!(String::from_utf8(unpacked).unwrap(), plain);
+}
+
 /// Every transform rule, read back from the table: every column of every row, decoded
 /// field by field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +376,10 @@ async fn a_prepared_table_gets_its_columns_with_create_table_off_uncompressed() 
     )]
     .into();
     let request = fixtures::rich_request();
-    sink(&config).export(&batch_of(&[&request])).await.unwrap();
+    let sink = sink(&config);
+    sink.export(&batch_of(&[&request])).await.unwrap();
+    // A subset of the columns: auto cannot write RowBinary into it.
+    assert_eq!(sink.chosen_format(), Some(RowFormat::JsonEachRow));
 
     let rows = select_all(&server, "mine").await;
     let mut expected_rows = Vec::new();
@@ -290,6 +416,16 @@ async fn the_current_table_and_rows_work_on_current_clickhouse() {
     let mut fresh_rows = Vec::new();
     RowEncoder::new().encode_request(&request, &mut fresh_rows);
     RowEncoder::new().encode_request(&fresh, &mut fresh_rows);
+    let mut binary_rows = Vec::new();
+    RowBinaryEncoder::new()
+        .encode_wire_request(&prost::Message::encode_to_vec(&request), &mut binary_rows)
+        .unwrap();
+    let binary_path = dir.path().join("rows.bin");
+    std::fs::write(&binary_path, binary_rows).unwrap();
+    let structure: Vec<String> = schema::stored_columns()
+        .map(|(name, wire_type)| format!("{name} {wire_type}"))
+        .collect();
+    let structure = structure.join(", ");
 
     let steps = serde_json::json!([
         [schema::create_database("otel"), null],
@@ -315,11 +451,26 @@ async fn the_current_table_and_rows_work_on_current_clickhouse() {
         // Expired rows go at merges; force one instead of waiting for the background.
         ["OPTIMIZE TABLE otel.expiring FINAL", null],
         ["SELECT span_id FROM otel.expiring FORMAT JSONEachRow", null],
+        // RowBinary rows, as the sink sends them, into the current table.
+        [schema::modern_table("otel", "binary", None), null],
+        [
+            format!(
+                "INSERT INTO otel.binary {} SELECT * FROM file('{}', RowBinary, '{structure}')",
+                schema::column_list(),
+                binary_path.display()
+            ),
+            null
+        ],
+        ["DESCRIBE TABLE otel.binary FORMAT TabSeparated", null],
+        [
+            "SELECT * FROM otel.binary ORDER BY span_id FORMAT JSONEachRow",
+            null
+        ],
     ]);
     std::fs::write(dir.path().join("steps.json"), steps.to_string()).unwrap();
     let output = clickhouse::run_chdb(dir.path(), CHDB_SCRIPT, &["steps.json"]);
     let answers: Vec<String> = serde_json::from_str(&output).unwrap();
-    assert_eq!(answers.len(), 9, "{output}");
+    assert_eq!(answers.len(), 13, "{output}");
 
     let rows = parse_rows(&answers[4]);
     assert_eq!(rows.len(), 7, "a retried identical insert is deduplicated");
@@ -382,6 +533,35 @@ async fn the_current_table_and_rows_work_on_current_clickhouse() {
     let kept = parse_rows(&answers[8]);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0]["span_id"], span_ids(&fresh)[0].as_str());
+
+    // The current table takes RowBinary (LowCardinality strings included) and gives
+    // back every field.
+    let described: Vec<(String, String, String)> = answers[11]
+        .lines()
+        .map(|line| {
+            let mut f = line.split('\t').map(str::to_string);
+            (
+                f.next().unwrap(),
+                f.next().unwrap(),
+                f.next().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        schema::row_binary_misfit(&described),
+        None,
+        "{}",
+        answers[11]
+    );
+    let binary: Vec<_> = parse_rows(&answers[12])
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .filter(|(k, _)| FIELDS.contains(&k.as_str()))
+                .collect()
+        })
+        .collect();
+    assert_rows_are(&binary, &request);
 }
 
 /// Runs the statements of a JSON file (`[[sql, data or null], ...]`) in one chdb

@@ -1,5 +1,5 @@
-//! The HTTP calls of the ClickHouse sink (a statement, an `INSERT ... FORMAT JSONEachRow`
-//! with a body) and which ClickHouse answers are worth a retry. Not rows or DDL.
+//! The HTTP calls of the ClickHouse sink (a statement, an `INSERT ... FORMAT ...` with a
+//! body) and which ClickHouse answers are worth a retry. Not rows or DDL.
 
 use bytes::Bytes;
 use reqwest::Url;
@@ -87,26 +87,32 @@ impl Client {
         }
     }
 
-    /// Sends one `INSERT INTO <target> FORMAT JSONEachRow` with `rows` as the body (gzip
-    /// compressed when `gzip`). The statement goes in the URL so the body is only rows.
-    pub async fn insert(&self, target: &str, rows: Bytes, gzip: bool) -> Result<(), SinkError> {
+    /// Sends one insert: `query` (`INSERT INTO ... FORMAT ...`) in the URL, so the body is
+    /// only rows, compressed as `compression` says.
+    pub async fn insert(
+        &self,
+        query: &str,
+        body: Bytes,
+        content_type: &'static str,
+        compression: BodyCompression,
+    ) -> Result<(), SinkError> {
         let mut url = self.endpoint.clone();
         {
-            let mut query = url.query_pairs_mut();
-            query.append_pair("query", &format!("INSERT INTO {target} FORMAT JSONEachRow"));
+            let mut pairs = url.query_pairs_mut();
+            pairs.append_pair("query", query);
+            if compression == BodyCompression::Lz4 {
+                pairs.append_pair("decompress", "1");
+            }
             for (key, value) in &self.settings {
-                query.append_pair(key, value);
+                pairs.append_pair(key, value);
             }
         }
-        let mut request = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, "application/x-ndjson");
-        if gzip {
+        let mut request = self.http.post(url).header(CONTENT_TYPE, content_type);
+        if compression == BodyCompression::Gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
         }
         let response = request
-            .body(rows)
+            .body(body)
             .send()
             .await
             .map_err(|e| request_error("INSERT", &e))?;
@@ -119,6 +125,16 @@ impl Client {
         let text = response.text().await.unwrap_or_default();
         Err(classify(status, code, &text))
     }
+}
+
+/// How an insert's body is compressed, which decides its headers and URL parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCompression {
+    None,
+    /// `Content-Encoding: gzip`.
+    Gzip,
+    /// ClickHouse's LZ4 blocks, `decompress=1`.
+    Lz4,
 }
 
 /// Newer servers name the error code in a header; older ones only in the body.

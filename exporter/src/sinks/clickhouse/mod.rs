@@ -1,17 +1,20 @@
-//! The ClickHouse sink: each batch becomes one `INSERT ... FORMAT JSONEachRow` over the
-//! HTTP interface (one row per span), into a table it creates on first use if asked. Not
-//! batching or retries (the chain's).
+//! The ClickHouse sink: each batch becomes one `INSERT` over the HTTP interface (one row
+//! per span, `RowBinary` when the table's columns allow it, else `JSONEachRow`; LZ4, gzip
+//! or no compression), into a table it creates on first use if asked. Not batching or
+//! retries (the chain's).
 
 pub mod client;
+pub mod compressed_block;
 pub mod encoding;
+pub mod row_binary;
 pub mod schema;
 
 use std::io::Write as _;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use spansink_config::{ClickHouseCompression, ClickHouseSinkConfig};
-use std::sync::atomic::{AtomicBool, Ordering};
+use spansink_config::{ClickHouseCompression, ClickHouseFormat, ClickHouseSinkConfig};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::Mutex;
 
@@ -19,8 +22,48 @@ use crate::otlp::Batch;
 use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError};
 use crate::telemetry::metrics::Metrics;
 
-use client::{Client, ClientOptions};
+use client::{BodyCompression, Client, ClientOptions};
 use encoding::RowEncoder;
+use row_binary::RowBinaryEncoder;
+
+/// The row format an insert is written in, once chosen for the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFormat {
+    JsonEachRow,
+    RowBinary,
+}
+
+impl RowFormat {
+    fn name(self) -> &'static str {
+        match self {
+            RowFormat::JsonEachRow => "JSONEachRow",
+            RowFormat::RowBinary => "RowBinary",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            RowFormat::JsonEachRow => "application/x-ndjson",
+            RowFormat::RowBinary => "application/octet-stream",
+        }
+    }
+
+    /// Held in [`ClickHouseSink::ready`]; 0 is "not ready".
+    fn as_u8(self) -> u8 {
+        match self {
+            RowFormat::JsonEachRow => 1,
+            RowFormat::RowBinary => 2,
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(RowFormat::JsonEachRow),
+            2 => Some(RowFormat::RowBinary),
+            _ => None,
+        }
+    }
+}
 
 /// Inserts batches into one table.
 pub struct ClickHouseSink {
@@ -32,13 +75,17 @@ pub struct ClickHouseSink {
     target: String,
     create_table: bool,
     ttl_seconds: Option<u64>,
-    gzip: bool,
-    /// Set once the table is known to exist. Created lazily by the first export, since
-    /// the server may be down when the exporter starts; a failed attempt is made again
-    /// by the next export, and a table dropped later is created again.
-    table_ready: AtomicBool,
-    /// Held while the table is being created, so concurrent exports create it once.
-    creating: Mutex<()>,
+    format: ClickHouseFormat,
+    compression: BodyCompression,
+    /// The row format chosen for the table ([`RowFormat::as_u8`]), once the table is
+    /// known to exist (when the sink creates it) and its columns are known (when the
+    /// format is `auto` or `row_binary`); 0 until then. Settled lazily by the first
+    /// export, since the server may be down when the exporter starts; a failed attempt is
+    /// made again by the next export, and a table dropped or changed later is looked at
+    /// again.
+    ready: AtomicU8,
+    /// Held while the table is being prepared, so concurrent exports prepare it once.
+    preparing: Mutex<()>,
 }
 
 impl ClickHouseSink {
@@ -99,9 +146,14 @@ impl ClickHouseSink {
             table: config.table.clone(),
             create_table: config.create_table,
             ttl_seconds: config.ttl.map(|t| t.get().as_secs()),
-            gzip: config.compression == ClickHouseCompression::Gzip,
-            table_ready: AtomicBool::new(false),
-            creating: Mutex::new(()),
+            format: config.format,
+            compression: match config.compression {
+                ClickHouseCompression::None => BodyCompression::None,
+                ClickHouseCompression::Gzip => BodyCompression::Gzip,
+                ClickHouseCompression::Lz4 => BodyCompression::Lz4,
+            },
+            ready: AtomicU8::new(0),
+            preparing: Mutex::new(()),
         })
     }
 
@@ -153,20 +205,81 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// Makes sure the table exists when the sink is to create it.
-    async fn ready_table(&self) -> Result<(), SinkError> {
-        if !self.create_table || self.table_ready.load(Ordering::Acquire) {
-            return Ok(());
+    /// The row format the sink writes the table in, once it has reached the table.
+    pub fn chosen_format(&self) -> Option<RowFormat> {
+        RowFormat::from_u8(self.ready.load(Ordering::Acquire))
+    }
+
+    /// The row format for the table as it is now: creates the table first when the sink
+    /// is to, and looks at its columns unless the format is `json_each_row`.
+    async fn prepare(&self) -> Result<RowFormat, SinkError> {
+        if let Some(format) = RowFormat::from_u8(self.ready.load(Ordering::Acquire)) {
+            return Ok(format);
         }
-        let _creating = self.creating.lock().await;
-        if self.table_ready.load(Ordering::Acquire) {
-            return Ok(()); // another export created it while we waited
+        let _preparing = self.preparing.lock().await;
+        if let Some(format) = RowFormat::from_u8(self.ready.load(Ordering::Acquire)) {
+            return Ok(format); // another export prepared it while we waited
         }
-        self.ensure_table().await.inspect_err(|e| {
-            tracing::warn!(sink = %self.name, table = %self.target, error = %e, "could not create the ClickHouse table");
+        let format = self.settle_format().await.inspect_err(|e| {
+            tracing::warn!(sink = %self.name, table = %self.target, error = %e, "could not prepare the ClickHouse table");
         })?;
-        self.table_ready.store(true, Ordering::Release);
-        Ok(())
+        self.ready.store(format.as_u8(), Ordering::Release);
+        Ok(format)
+    }
+
+    async fn settle_format(&self) -> Result<RowFormat, SinkError> {
+        if self.create_table {
+            self.ensure_table().await?;
+        }
+        if self.format == ClickHouseFormat::JsonEachRow {
+            return Ok(RowFormat::JsonEachRow);
+        }
+        let described = self
+            .client
+            .execute(&format!(
+                "DESCRIBE TABLE {} FORMAT TabSeparated",
+                self.target
+            ))
+            .await?;
+        let columns: Vec<(String, String, String)> = described
+            .lines()
+            .map(|line| {
+                let mut fields = line.split('\t').map(str::to_string);
+                let mut next = || fields.next().unwrap_or_default();
+                (next(), next(), next())
+            })
+            .collect();
+        let format = match (schema::row_binary_misfit(&columns), self.format) {
+            (None, _) => RowFormat::RowBinary,
+            (Some(misfit), ClickHouseFormat::RowBinary) => {
+                return Err(SinkError::permanent(
+                    "schema",
+                    format!(
+                        "clickhouse.format is row_binary, but {misfit} in {}; set clickhouse.format to auto or json_each_row, or fix the table",
+                        self.target
+                    ),
+                ));
+            }
+            (Some(misfit), _) => {
+                tracing::info!(sink = %self.name, table = %self.target, format = "JSONEachRow", reason = %misfit, "ClickHouse table does not fit RowBinary rows; inserting JSON rows");
+                return Ok(RowFormat::JsonEachRow);
+            }
+        };
+        tracing::info!(sink = %self.name, table = %self.target, format = format.name(), "ClickHouse row format chosen");
+        Ok(format)
+    }
+
+    /// The insert statement for `format`: RowBinary names its columns, so other columns
+    /// of a table keep their defaults.
+    fn insert_query(&self, format: RowFormat) -> String {
+        match format {
+            RowFormat::JsonEachRow => format!("INSERT INTO {} FORMAT JSONEachRow", self.target),
+            RowFormat::RowBinary => format!(
+                "INSERT INTO {} {} FORMAT RowBinary",
+                self.target,
+                schema::column_list()
+            ),
+        }
     }
 }
 
@@ -181,25 +294,52 @@ fn sql_string(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-/// The request body of a batch: its rows, gzip-compressed when asked.
-fn encode_body(batch: &Batch, gzip: bool) -> Result<(Bytes, usize), SinkError> {
-    let request = batch
-        .decode()
-        .map_err(|e| SinkError::permanent("encoding", format!("batch is not valid OTLP: {e}")))?;
+/// The request body of a batch: its rows in `format`, compressed as asked.
+fn encode_body(
+    batch: &Batch,
+    format: RowFormat,
+    compression: BodyCompression,
+) -> Result<(Bytes, usize), SinkError> {
     let mut rows = Vec::with_capacity(batch.encoded_len().saturating_mul(2));
-    let count = RowEncoder::new().encode_request(&request, &mut rows);
-    if !gzip {
-        return Ok((Bytes::from(rows), count));
-    }
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(rows.len() / 8),
-        flate2::Compression::fast(),
-    );
-    encoder
-        .write_all(&rows)
-        .and_then(|()| encoder.finish())
-        .map(|body| (Bytes::from(body), count))
-        .map_err(|e| SinkError::transient("encoding", format!("gzip failed: {e}")))
+    let count = match format {
+        RowFormat::JsonEachRow => {
+            let request = batch.decode().map_err(|e| {
+                SinkError::permanent("encoding", format!("batch is not valid OTLP: {e}"))
+            })?;
+            RowEncoder::new().encode_request(&request, &mut rows)
+        }
+        RowFormat::RowBinary => {
+            let mut encoder = RowBinaryEncoder::new();
+            let mut count = 0;
+            for part in batch.parts() {
+                count += encoder
+                    .encode_wire_request(part.bytes(), &mut rows)
+                    .map_err(|e| {
+                        SinkError::permanent("encoding", format!("batch is not valid OTLP: {e}"))
+                    })?;
+            }
+            count
+        }
+    };
+    let body = match compression {
+        BodyCompression::None => rows,
+        BodyCompression::Lz4 => {
+            let mut body = Vec::with_capacity(rows.len() / 3 + 64);
+            compressed_block::compress_into(&rows, &mut body);
+            body
+        }
+        BodyCompression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(rows.len() / 8),
+                flate2::Compression::fast(),
+            );
+            encoder
+                .write_all(&rows)
+                .and_then(|()| encoder.finish())
+                .map_err(|e| SinkError::transient("encoding", format!("gzip failed: {e}")))?
+        }
+    };
+    Ok((Bytes::from(body), count))
 }
 
 #[async_trait]
@@ -208,28 +348,60 @@ impl Sink for ClickHouseSink {
         if batch.span_count() == 0 {
             return Ok(());
         }
-        self.ready_table().await?;
-        let owned = batch.clone(); // cheap: the parts are reference-counted bytes
-        let gzip = self.gzip;
-        // Encoding and compression are CPU work; keep them off the async threads.
-        let (body, rows) = tokio::task::spawn_blocking(move || encode_body(&owned, gzip))
-            .await
-            .map_err(|e| SinkError::transient("encoding", format!("encoder task failed: {e}")))??;
-        let bytes = body.len();
-        let mut result = self.client.insert(&self.target, body.clone(), gzip).await;
-        if self.create_table && matches!(&result, Err(e) if e.reason() == "no_table") {
-            // Dropped since we created it (or by a cleanup job): create it again and
-            // insert once more, rather than sending the batch to the fallback.
-            tracing::warn!(sink = %self.name, table = %self.target, "ClickHouse table is gone; creating it again");
-            self.table_ready.store(false, Ordering::Release);
-            self.ready_table().await?;
-            result = self.client.insert(&self.target, body, gzip).await;
+        let mut format = self.prepare().await?;
+        let (mut body, mut rows) = self.encode(batch, format).await?;
+        let mut result = self.insert(format, body.clone()).await;
+        // The table was dropped since it was prepared (by hand, by a cleanup job), or
+        // changed so the chosen format no longer fits: look at it again (creating it when
+        // the sink is to) and insert once more, rather than send the batch to the fallback.
+        let retry_reason = match &result {
+            Err(e) if self.create_table && e.reason() == "no_table" => Some(e.to_string()),
+            Err(e)
+                if self.format == ClickHouseFormat::Auto
+                    && format == RowFormat::RowBinary
+                    && e.reason() == "schema" =>
+            {
+                Some(e.to_string())
+            }
+            _ => None,
+        };
+        if let Some(error) = retry_reason {
+            tracing::warn!(sink = %self.name, table = %self.target, error = %error, "ClickHouse table is gone or changed; preparing it again");
+            self.ready.store(0, Ordering::Release);
+            let again = self.prepare().await?;
+            if again != format {
+                format = again;
+                (body, rows) = self.encode(batch, format).await?;
+            }
+            result = self.insert(format, body).await;
         }
         result.inspect_err(|e| {
-            tracing::warn!(sink = %self.name, table = %self.target, spans = rows, error = %e, "ClickHouse insert failed");
+            tracing::warn!(sink = %self.name, table = %self.target, spans = rows, format = format.name(), error = %e, "ClickHouse insert failed");
         })?;
-        tracing::debug!(sink = %self.name, table = %self.target, spans = rows, bytes, "batch inserted");
+        tracing::debug!(sink = %self.name, table = %self.target, spans = rows, format = format.name(), "batch inserted");
         Ok(())
+    }
+}
+
+impl ClickHouseSink {
+    /// The batch's body, encoded and compressed off the async threads (CPU work).
+    async fn encode(&self, batch: &Batch, format: RowFormat) -> Result<(Bytes, usize), SinkError> {
+        let owned = batch.clone(); // cheap: the parts are reference-counted bytes
+        let compression = self.compression;
+        tokio::task::spawn_blocking(move || encode_body(&owned, format, compression))
+            .await
+            .map_err(|e| SinkError::transient("encoding", format!("encoder task failed: {e}")))?
+    }
+
+    async fn insert(&self, format: RowFormat, body: Bytes) -> Result<(), SinkError> {
+        self.client
+            .insert(
+                &self.insert_query(format),
+                body,
+                format.content_type(),
+                self.compression,
+            )
+            .await
     }
 }
 
@@ -264,18 +436,21 @@ mod tests {
     }
 
     #[test]
-    fn gzip_bodies_hold_the_same_rows() {
-        let batch = fixtures::batch_of(&[&fixtures::rich_request()]);
-        let (plain, rows) = encode_body(&batch, false).unwrap();
-        let (packed, rows_again) = encode_body(&batch, true).unwrap();
-        assert_eq!((rows, rows_again), (7, 7));
-        let mut unpacked = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(&packed[..]),
-            &mut unpacked,
-        )
-        .unwrap();
-        assert_eq!(unpacked, plain.to_vec());
+    fn compressed_bodies_hold_the_same_rows_in_either_format() {
+        let batch = fixtures::batch_of(&[&fixtures::rich_request(), &fixtures::request(3, 2)]);
+        for format in [RowFormat::JsonEachRow, RowFormat::RowBinary] {
+            let (plain, rows) = encode_body(&batch, format, BodyCompression::None).unwrap();
+            assert_eq!(rows, 10);
+            let (gzip, gzip_rows) = encode_body(&batch, format, BodyCompression::Gzip).unwrap();
+            let mut unpacked = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut unpacked)
+                .unwrap();
+            assert_eq!((unpacked, gzip_rows), (plain.to_vec(), 10));
+            let (lz4, lz4_rows) = encode_body(&batch, format, BodyCompression::Lz4).unwrap();
+            let unpacked = compressed_block::decompress(&lz4).unwrap();
+            assert_eq!((unpacked, lz4_rows), (plain.to_vec(), 10));
+            assert!(lz4.len() < plain.len());
+        }
         assert_eq!(sql_string("it's"), "'it\\'s'");
     }
 }

@@ -99,6 +99,43 @@ pub fn column_names() -> impl Iterator<Item = &'static str> {
     COLUMNS.iter().map(|(name, _, _)| *name)
 }
 
+/// The stored columns with the type of their value in a row (`String`, `UInt32`,
+/// `UInt64`: the plain DDL's types), in row order.
+pub fn stored_columns() -> impl Iterator<Item = (&'static str, &'static str)> {
+    COLUMNS.iter().map(|(name, _, plain)| (*name, *plain))
+}
+
+/// Why a table's columns (as `DESCRIBE TABLE` gives them: name, type, default kind)
+/// cannot take `RowBinary` rows, naming the first column that does not fit; `None` when
+/// every stored column is there with a type whose binary form is the row's. Other
+/// columns of the table are left to their defaults, as with JSON rows.
+pub fn row_binary_misfit(table: &[(String, String, String)]) -> Option<String> {
+    for (name, wire_type) in stored_columns() {
+        let Some((_, column_type, default_kind)) = table.iter().find(|(n, _, _)| n == name) else {
+            return Some(format!("the table has no column {name}"));
+        };
+        if matches!(default_kind.as_str(), "MATERIALIZED" | "ALIAS") {
+            return Some(format!(
+                "column {name} is {default_kind}, so it cannot be inserted"
+            ));
+        }
+        let fits = column_type == wire_type
+            || (wire_type == "String" && column_type == "LowCardinality(String)");
+        if !fits {
+            return Some(format!(
+                "column {name} is {column_type}; RowBinary rows carry it as {wire_type}"
+            ));
+        }
+    }
+    None
+}
+
+/// The column list of an insert: every stored column, backquoted, in row order.
+pub fn column_list() -> String {
+    let names: Vec<String> = column_names().map(|n| format!("`{n}`")).collect();
+    format!("({})", names.join(", "))
+}
+
 /// `db`.`table`, quoted (the names are validated identifiers; quoting keeps keywords
 /// such as `default` usable).
 pub fn qualified_name(database: &str, table: &str) -> String {
@@ -194,6 +231,56 @@ mod tests {
     #[test]
     fn the_tables_store_exactly_the_row_fields() {
         assert_eq!(column_names().collect::<Vec<_>>(), FIELDS.to_vec());
+    }
+
+    #[test]
+    fn row_binary_fits_the_created_tables_and_names_what_does_not() {
+        let described =
+            |types: &dyn Fn(&str, &str) -> (String, String)| -> Vec<(String, String, String)> {
+                COLUMNS
+                    .iter()
+                    .map(|(name, _, plain)| {
+                        let (t, kind) = types(name, plain);
+                        (name.to_string(), t, kind)
+                    })
+                    .collect()
+            };
+        // Both created layouts (codecs are not part of DESCRIBE's type).
+        let plain = described(&|_, plain| (plain.to_string(), String::new()));
+        assert_eq!(row_binary_misfit(&plain), None);
+        let modern = described(&|name, plain| {
+            let low = matches!(name, "service_name" | "name" | "kind");
+            (
+                if low {
+                    "LowCardinality(String)".into()
+                } else {
+                    plain.to_string()
+                },
+                String::new(),
+            )
+        });
+        assert_eq!(row_binary_misfit(&modern), None);
+        let wide = described(&|name, plain| {
+            (
+                if name == "flags" {
+                    "UInt64".into()
+                } else {
+                    plain.to_string()
+                },
+                String::new(),
+            )
+        });
+        assert_eq!(
+            row_binary_misfit(&wide).unwrap(),
+            "column flags is UInt64; RowBinary rows carry it as UInt32"
+        );
+        let mut missing = plain.clone();
+        missing.retain(|(n, _, _)| n != "links");
+        assert_eq!(
+            row_binary_misfit(&missing).unwrap(),
+            "the table has no column links"
+        );
+        assert!(column_list().starts_with("(`service_name`, `trace_id`,"));
     }
 
     #[test]
