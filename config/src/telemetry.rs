@@ -48,7 +48,7 @@ impl Default for TelemetryConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
-    /// Human-readable lines (coloured only on a terminal, never with `NO_COLOR` set).
+    /// Human-readable lines (coloured only on a terminal, and not with `NO_COLOR` non-empty).
     #[default]
     Text,
     /// One JSON object per line.
