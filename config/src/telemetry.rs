@@ -15,6 +15,7 @@ pub struct TelemetryConfig {
     #[serde(default = "TelemetryConfig::default_endpoint")]
     pub endpoint: String,
     /// Log line format: `text` for people, `json` for log pipelines. Default: `text`.
+    /// Text is coloured only when stderr is a terminal and `NO_COLOR` is unset or empty.
     #[serde(default)]
     pub log_format: LogFormat,
     /// Log filter in `tracing` env-filter syntax, e.g. `info` or
@@ -47,7 +48,7 @@ impl Default for TelemetryConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines (coloured only on a terminal, and not with `NO_COLOR` non-empty).
     #[default]
     Text,
     /// One JSON object per line.

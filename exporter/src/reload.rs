@@ -177,7 +177,7 @@ impl Reloader {
             .inc();
         tracing::warn!(
             path = %self.path.display(),
-            when,
+            when = %when,
             "config reload abandoned: shutting down with the running sink chain"
         );
     }

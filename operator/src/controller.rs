@@ -561,7 +561,7 @@ async fn reconcile(sink: &SpanSink, scoped: &Scoped) -> Result<(&'static str, Ac
         && let Some(message) = changed(condition::READY)
     {
         // Names and paths only: the message never holds a Secret's value.
-        tracing::warn!(spansink = %name, namespace = %namespace, reason = first.reason,
+        tracing::warn!(spansink = %name, namespace = %namespace, reason = %first.reason,
             problems = secret_problems.len(), "Secrets that spec.secretMounts needs are missing; the exporter pods cannot start");
         ctx.event(sink, EventType::Warning, first.reason, message)
             .await;

@@ -1,5 +1,6 @@
-//! The SpanSink CRD as installed: kube's derived CRD plus one schema correction, written out as
-//! the YAML committed under `crds/` and the chart's `crds/`. Not the type definitions (`crd.rs`).
+//! The SpanSink CRD as installed: kube's derived CRD plus two corrections (int-or-string
+//! validations, descriptions reflowed for `kubectl explain`), written out as the YAML committed
+//! under `crds/` and the chart's `crds/`. Not the type definitions (`crd.rs`).
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -24,9 +25,11 @@ pub enum CrdError {
     Yaml(#[from] serde_yaml::Error),
 }
 
-/// The SpanSink CRD with [`enforce_int_or_string_validations`] applied to its schema.
+/// The SpanSink CRD with [`enforce_int_or_string_validations`] applied to its schema and
+/// every description reflowed by [`join_wrapped_lines`].
 pub fn spansink_crd() -> Result<CustomResourceDefinition, CrdError> {
     let mut crd = serde_json::to_value(SpanSink::crd())?;
+    reflow_descriptions(&mut crd);
     if let Some(versions) = crd
         .pointer_mut("/spec/versions")
         .and_then(Value::as_array_mut)
@@ -106,11 +109,167 @@ pub fn enforce_int_or_string_validations(schema: &mut Value) {
     }
 }
 
+/// Rewrites every `description` string under `node` with [`join_wrapped_lines`]. Values that
+/// are data rather than schema (`default`, `example`, `enum`, `const`) are left alone: an
+/// object there may have a `description` key of its own.
+pub fn reflow_descriptions(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value) {
+                    ("description", Value::String(text)) => *text = join_wrapped_lines(text),
+                    ("default" | "example" | "examples" | "enum" | "const", _) => {}
+                    (_, value) => reflow_descriptions(value),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(reflow_descriptions),
+        _ => {}
+    }
+}
+
+/// Joins the hard-wrapped lines of a doc comment into paragraphs, as Markdown reads them:
+/// `kubectl explain` rewraps the text itself and shows a line break mid-sentence otherwise.
+///
+/// Lines separated by a single line break become one line, joined with a space. Kept on
+/// their own line: blank lines (paragraph breaks), list items (`- `, `* `, `+ `, `1. `,
+/// `1) `), indented code (a tab or four spaces) and everything inside a ``` fence. A list
+/// item's wrapped continuation joins the item.
+pub fn join_wrapped_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_fence = false;
+    // Whether the last line written may take the next line's text (plain text or a list item).
+    let mut open = false;
+    for (i, line) in text.split('\n').enumerate() {
+        let trimmed = line.trim_start();
+        let fence = trimmed.starts_with("```") || trimmed.starts_with("~~~");
+        let verbatim = in_fence || fence || line.starts_with('\t') || line.starts_with("    ");
+        if fence {
+            in_fence = !in_fence;
+        }
+        if open && !verbatim && !trimmed.is_empty() && !is_list_item(trimmed) {
+            out.truncate(out.trim_end().len());
+            out.push(' ');
+            out.push_str(trimmed.trim_end());
+            continue;
+        }
+        if i > 0 {
+            out.push('\n');
+        }
+        if verbatim {
+            out.push_str(line);
+            open = false;
+        } else {
+            out.push_str(line.trim_end());
+            open = !trimmed.is_empty();
+        }
+    }
+    out
+}
+
+/// Whether a line (leading space removed) starts a Markdown list item.
+fn is_list_item(line: &str) -> bool {
+    if ["- ", "* ", "+ "].iter().any(|m| line.starts_with(m)) {
+        return true;
+    }
+    let digits = line.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && (line[digits..].starts_with(". ") || line[digits..].starts_with(") "))
+}
+
 fn hoist(node: &mut Map<String, Value>, branch: Map<String, Value>) {
     for (key, value) in branch {
         // `type` and `format` stay with the branch's type; the field has no single type.
         if key != "type" && key != "format" {
             node.insert(key, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapped_lines_join_into_one() {
+        assert_eq!(
+            join_wrapped_lines("Sizes are written in the\nsame format as `max_size`."),
+            "Sizes are written in the same format as `max_size`."
+        );
+        assert_eq!(join_wrapped_lines("one line"), "one line");
+        assert_eq!(join_wrapped_lines(""), "");
+        // Trailing spaces of the wrapped line do not double the space.
+        assert_eq!(join_wrapped_lines("a  \n  b"), "a b");
+    }
+
+    #[test]
+    fn paragraph_breaks_stay() {
+        assert_eq!(
+            join_wrapped_lines("First paragraph\nwrapped.\n\nSecond\nparagraph."),
+            "First paragraph wrapped.\n\nSecond paragraph."
+        );
+    }
+
+    #[test]
+    fn list_items_keep_their_lines_and_take_their_continuations() {
+        assert_eq!(
+            join_wrapped_lines(
+                "Modes:\n- `none`: nothing is\n  kept\n- `all`: everything\n* star\n1. first\n12) twelfth\nafter"
+            ),
+            "Modes:\n- `none`: nothing is kept\n- `all`: everything\n* star\n1. first\n12) twelfth after"
+        );
+        // Not list items: a hyphen or a number inside the wrapped text.
+        assert_eq!(
+            join_wrapped_lines("between\n-5 and\n2024 years"),
+            "between -5 and 2024 years"
+        );
+    }
+
+    #[test]
+    fn a_code_span_across_the_break_joins_with_a_space() {
+        // Markdown reads a line break inside a code span as a space: the same text.
+        assert_eq!(
+            join_wrapped_lines("Set `queue.durable\npath` to a volume."),
+            "Set `queue.durable path` to a volume."
+        );
+    }
+
+    #[test]
+    fn code_stays_verbatim() {
+        let indented = "Example:\n\n    sinks:\n      main: {}\nAfter the code\nwraps.";
+        assert_eq!(
+            join_wrapped_lines(indented),
+            "Example:\n\n    sinks:\n      main: {}\nAfter the code wraps."
+        );
+        let fenced = "Example:\n```yaml\nsinks:\n  main: {}\n```\nThen\ntext.";
+        assert_eq!(
+            join_wrapped_lines(fenced),
+            "Example:\n```yaml\nsinks:\n  main: {}\n```\nThen text."
+        );
+        assert_eq!(
+            join_wrapped_lines("Tab:\n\tcode\nnext"),
+            "Tab:\n\tcode\nnext"
+        );
+    }
+
+    #[test]
+    fn only_schema_descriptions_are_rewritten() {
+        let mut node = json!({
+            "description": "wrapped\ntext",
+            "properties": {
+                "description": {"type": "string", "description": "a field\nnamed description"},
+                "x": {"default": {"description": "data\nstays"}, "items": [{"description": "in\narray"}]}
+            }
+        });
+        reflow_descriptions(&mut node);
+        assert_eq!(
+            node,
+            json!({
+                "description": "wrapped text",
+                "properties": {
+                    "description": {"type": "string", "description": "a field named description"},
+                    "x": {"default": {"description": "data\nstays"}, "items": [{"description": "in array"}]}
+                }
+            })
+        );
     }
 }

@@ -57,15 +57,15 @@ impl Leadership {
         let Leadership { state, task } = self;
         drop(state);
         match tokio::time::timeout(RELEASE_TIMEOUT, task).await {
-            Ok(Ok(Ok(_))) => tracing::info!(lease = LEASE_NAME, "leader Lease released"),
+            Ok(Ok(Ok(_))) => tracing::info!(lease = %LEASE_NAME, "leader Lease released"),
             Ok(Ok(Err(e))) => {
-                tracing::warn!(lease = LEASE_NAME, error = %e, "cannot release the leader Lease; it expires on its own")
+                tracing::warn!(lease = %LEASE_NAME, error = %e, "cannot release the leader Lease; it expires on its own")
             }
             Ok(Err(e)) => {
-                tracing::warn!(lease = LEASE_NAME, error = %e, "leader election task failed")
+                tracing::warn!(lease = %LEASE_NAME, error = %e, "leader election task failed")
             }
             Err(_) => tracing::warn!(
-                lease = LEASE_NAME,
+                lease = %LEASE_NAME,
                 timeout_s = RELEASE_TIMEOUT.as_secs(),
                 "leader Lease not released in time; it expires on its own"
             ),
@@ -93,14 +93,14 @@ pub async fn acquire(
         })?;
     let (mut state, task) = manager.watch().await;
     tracing::info!(
-        lease = LEASE_NAME,
-        namespace,
-        identity,
+        lease = %LEASE_NAME,
+        namespace = %namespace,
+        identity = %identity,
         "waiting for leadership"
     );
     while !*state.borrow_and_update() {
         state.changed().await.map_err(|_| LeaderError::Stopped)?;
     }
-    tracing::info!(lease = LEASE_NAME, namespace, identity, "became leader");
+    tracing::info!(lease = %LEASE_NAME, namespace = %namespace, identity = %identity, "became leader");
     Ok(Leadership { state, task })
 }

@@ -5,6 +5,7 @@ pub mod crd;
 pub mod crd_yaml;
 pub mod error;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod metrics_server;
 pub mod progress;

@@ -1,6 +1,7 @@
 //! The `spansink-operator` binary: flags (with environment fallbacks), logging, leader
 //! election, the metrics server and one controller per watched scope. No reconcile logic here.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -11,6 +12,7 @@ use kube::runtime::events::Reporter;
 use spansink_operator::controller::{self, Context, Scope};
 use spansink_operator::crd::ImagePullPolicy;
 use spansink_operator::leader;
+use spansink_operator::logging;
 use spansink_operator::metrics::Metrics;
 use spansink_operator::metrics_server::{self, Readiness};
 use spansink_operator::reconcile::{self, ExporterPodDefaults};
@@ -52,7 +54,8 @@ struct Cli {
     #[arg(long, env = "SPANSINK_METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
     metrics_address: SocketAddr,
 
-    /// Log line format.
+    /// Log line format. Text is coloured only when stdout is a terminal and NO_COLOR is
+    /// unset or empty.
     #[arg(long, env = "SPANSINK_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 
@@ -211,7 +214,16 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cli.log_level))
         .context("invalid --log-level")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The fmt subscriber writes to stdout: colour is decided for that stream, so a pod's
+    // log (a pipe) and `> file` carry no escape codes.
+    let ansi = logging::use_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stdout);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -515,3 +515,52 @@ fn required_sizes_are_not_nullable() {
         "nullable int-or-string fields"
     );
 }
+
+/// Every `description` in the CRD, with where it sits.
+fn descriptions(node: &Value, path: &str, out: &mut Vec<(String, String)>) {
+    match node {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("description", Value::String(text)) => out.push((path.into(), text.clone())),
+                    ("default" | "example" | "enum", _) => {}
+                    (_, value) => descriptions(value, &format!("{path}.{key}"), out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                descriptions(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn descriptions_have_no_line_breaks_mid_sentence() {
+    // `kubectl explain` rewraps descriptions itself: a doc comment's hard wrap would show
+    // as a break in the middle of a sentence ("in the\nsame format").
+    let crd = serde_json::to_value(crd_yaml::spansink_crd().unwrap()).unwrap();
+    let mut all = Vec::new();
+    descriptions(&crd, "", &mut all);
+    assert!(all.len() > 100, "the walk found {} descriptions", all.len());
+    let broken: Vec<String> = all
+        .iter()
+        .filter(|(_, text)| {
+            // A single line break followed by a word that continues the sentence (lowercase,
+            // a code span, an opening parenthesis). Paragraph breaks and list items are fine.
+            text.as_bytes().windows(3).any(|w| {
+                w[0] != b'\n'
+                    && w[1] == b'\n'
+                    && (w[2].is_ascii_lowercase() || w[2] == b'`' || w[2] == b'(')
+            })
+        })
+        .map(|(path, text)| format!("{path}: {text:?}"))
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "descriptions broken mid-sentence:\n{}",
+        broken.join("\n")
+    );
+}

@@ -414,7 +414,7 @@ impl SinkRuntime {
         };
         if lost > 0 {
             self.count_dropped(cause, lost);
-            tracing::error!(sink = %self.name, spans = lost, cause = cause.label(),
+            tracing::error!(sink = %self.name, spans = lost, cause = %cause.label(),
                 "deadline passed; spans not delivered are dropped");
         }
         if kept > 0 {
@@ -434,8 +434,8 @@ impl SinkRuntime {
                 Cause::Reload => "the sink's next generation",
                 Cause::Shutdown => "the next start",
             };
-            tracing::warn!(sink = %self.name, spans = kept, cause = cause.label(),
-                dir = %dir, delivered_by = next,
+            tracing::warn!(sink = %self.name, spans = kept, cause = %cause.label(),
+                dir = %dir, delivered_by = %next,
                 "deadline passed; spans not delivered stay in the durable queue");
         }
         (lost, kept)

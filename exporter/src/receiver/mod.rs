@@ -180,7 +180,8 @@ impl Intake {
                     protocol = %self.protocol,
                     spans,
                     rejected,
-                    message = admission.message.as_deref().unwrap_or_default(),
+                    // Not `message`: that name is the event's own text.
+                    detail = %admission.message.as_deref().unwrap_or("none"),
                     "export request partly accepted"
                 );
                 "partial"
@@ -200,7 +201,7 @@ impl Intake {
         if rejection.is_capacity() && self.capacity_warning_due() {
             tracing::warn!(
                 protocol = %self.protocol,
-                reason,
+                reason = %reason,
                 spans,
                 error = %rejection,
                 "refusing export requests: the chain is full or too slow to acknowledge \
@@ -208,7 +209,7 @@ impl Intake {
                 CAPACITY_WARNING_INTERVAL.as_secs()
             );
         } else {
-            tracing::debug!(protocol = %self.protocol, reason, spans, error = %rejection, "export request refused");
+            tracing::debug!(protocol = %self.protocol, reason = %reason, spans, error = %rejection, "export request refused");
         }
         rejection
     }

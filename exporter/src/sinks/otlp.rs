@@ -127,7 +127,8 @@ impl OtlpSink {
                 endpoint = %self.endpoint,
                 spans,
                 rejected_spans = partial.rejected_spans,
-                message = %partial.error_message,
+                // Not `message`: that name is the event's own text.
+                backend_message = %partial.error_message,
                 "backend rejected some spans of a batch; they are dropped (not retried)"
             );
             self.metrics
@@ -141,7 +142,7 @@ impl OtlpSink {
             tracing::warn!(
                 sink = %self.name,
                 endpoint = %self.endpoint,
-                message = %partial.error_message,
+                backend_message = %partial.error_message,
                 "backend accepted the batch with a warning"
             );
         }

@@ -1,6 +1,9 @@
 //! Structured logs through `tracing`: text for people, JSON for log pipelines. The filter
 //! comes from the config's `telemetry.log_level`, overridden by `RUST_LOG`.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+
 use spansink_config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
@@ -10,8 +13,15 @@ pub fn init(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour is decided for stderr, the stream written to: a file or a pipe (a log
+    // collector, `2> file`) would otherwise get escape codes around every level and field.
+    let ansi = use_colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // try_init: a subscriber may already be installed (tests run many apps in one process).
     let _ = match format {
@@ -22,6 +32,12 @@ pub fn init(format: LogFormat, level: &str) {
             .with_current_span(false)
             .try_init(),
     };
+}
+
+/// Whether log lines get ANSI colour: only when the stream they are written to is a
+/// terminal, and not when `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+pub fn use_colour(stream_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stream_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 /// A list as one plain log value (`a, b, c`), so that log fields never carry `Debug`
@@ -61,6 +77,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(use_colour(true, None));
+        assert!(!use_colour(false, None));
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, Some(OsStr::new("1"))));
+        // no-color.org: an empty NO_COLOR does not disable colour.
+        assert!(use_colour(true, Some(OsStr::new(""))));
+        assert!(!use_colour(false, Some(OsStr::new(""))));
+    }
 
     #[test]
     fn values_are_plain_text() {

@@ -147,12 +147,12 @@ impl Failures {
         let notable = matches!(reason, "client_certificate" | "incompatible");
         if notable && self.warning_due() {
             tracing::warn!(
-                protocol = %protocol, peer = %peer, reason, error,
+                protocol = %protocol, peer = %peer, reason = %reason, error = %error,
                 "TLS handshake refused (further refusals are logged at debug for {}s)",
                 FAILURE_WARNING_INTERVAL.as_secs()
             );
         } else {
-            tracing::debug!(protocol = %protocol, peer = %peer, reason, error, "TLS handshake failed");
+            tracing::debug!(protocol = %protocol, peer = %peer, reason = %reason, error = %error, "TLS handshake failed");
         }
     }
 

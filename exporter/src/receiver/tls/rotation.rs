@@ -57,8 +57,8 @@ impl ServerTls {
             tls.record_expiry(s, loaded.not_after);
             tracing::info!(
                 protocol = %protocol, settings = %s.path,
-                cert_file = s.config.cert_file.as_deref().unwrap_or_default(),
-                client_auth = s.config.effective_client_auth().as_str(),
+                cert_file = %s.config.cert_file.as_deref().unwrap_or_default(),
+                client_auth = %s.config.effective_client_auth().as_str(),
                 not_after = loaded.not_after,
                 "receiver serves TLS"
             );
@@ -137,8 +137,8 @@ impl ServerTls {
                 self.count("success");
                 tracing::info!(
                     protocol = %self.protocol, settings = %settings.path,
-                    cert_file = settings.config.cert_file.as_deref().unwrap_or_default(),
-                    client_auth = settings.config.effective_client_auth().as_str(),
+                    cert_file = %settings.config.cert_file.as_deref().unwrap_or_default(),
+                    client_auth = %settings.config.effective_client_auth().as_str(),
                     not_after = loaded.not_after,
                     "receiver TLS reloaded: new connections get the new certificate"
                 );
@@ -146,7 +146,7 @@ impl ServerTls {
             Err(e) => {
                 self.count("failure");
                 tracing::warn!(
-                    protocol = %self.protocol, file = e.file(), error = %e,
+                    protocol = %self.protocol, file = %e.file(), error = %e,
                     "receiver TLS files changed but do not load; the previous certificate is still served"
                 );
             }
@@ -181,7 +181,7 @@ impl ServerTls {
         if not_after < chrono::Utc::now().timestamp() {
             tracing::warn!(
                 protocol = %self.protocol,
-                cert_file = settings.config.cert_file.as_deref().unwrap_or_default(),
+                cert_file = %settings.config.cert_file.as_deref().unwrap_or_default(),
                 not_after,
                 "the receiver's TLS certificate has expired: clients will refuse it"
             );

@@ -199,7 +199,7 @@ impl ClickHouseSink {
             sink = %self.name,
             table = %self.target,
             server = %version_text.trim(),
-            layout = if modern { "current" } else { "plain (server older than 22.3)" },
+            layout = %if modern { "current" } else { "plain (server older than 22.3)" },
             "created ClickHouse table"
         );
         Ok(())

@@ -113,7 +113,7 @@ impl PostgresSink {
             sink = %name,
             host = %config.host,
             tls = %config.tls,
-            ca_file = config.ca_file.as_deref().unwrap_or(""),
+            ca_file = %config.ca_file.as_deref().unwrap_or("none"),
             client_certificate = config.cert_file.is_some(),
             "PostgreSQL sink connection settings"
         );

@@ -93,7 +93,7 @@ impl Sink for RedisSink {
                 tracing::warn!(
                     sink = %self.name,
                     spans = encoded.spans,
-                    reason = error.reason(),
+                    reason = %error.reason(),
                     transient = error.is_transient(),
                     error = %error,
                     "Redis did not take the batch"

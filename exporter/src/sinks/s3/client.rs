@@ -148,7 +148,7 @@ async fn abort(client: &Client, u: &Upload<'_>, upload_id: &str) {
         .send()
         .await
     {
-        tracing::warn!(bucket = u.bucket, key = u.key, error = %classify("AbortMultipartUpload", &e), "could not abort the multipart upload");
+        tracing::warn!(bucket = %u.bucket, key = %u.key, error = %classify("AbortMultipartUpload", &e), "could not abort the multipart upload");
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn build(
         Backend::ClickHouse(c) => shared::<sinks::clickhouse::ClickHouseSink>(c, &context).await,
         Backend::RabbitMq(c) => shared::<sinks::rabbitmq::RabbitMqSink>(c, &context).await,
     }?;
-    tracing::debug!(sink = %name, backend = backend.name(), "built sink");
+    tracing::debug!(sink = %name, backend = %backend.name(), "built sink");
     Ok(sink)
 }
 

@@ -114,7 +114,7 @@ pub fn count_oversized(
         sink = %sink,
         spans,
         limit = %limit,
-        setting,
+        setting = %setting,
         "spans larger than the message size limit on their own were dropped"
     );
 }

@@ -146,7 +146,7 @@ fn shared_store(
     disk.replayed.inc_by(replayed as u64);
     disk.corrupt.inc_by(recovered.corrupt_records);
     if replayed > 0 || recovered.corrupt_records > 0 {
-        tracing::info!(sink, dir = %dir.display(), spans = replayed,
+        tracing::info!(sink = %sink, dir = %dir.display(), spans = replayed,
             segments = recovered.state.segments.len(), corrupt_records = recovered.corrupt_records,
             deleted_segments = recovered.segments_deleted,
             "durable queue recovered: undelivered spans will be delivered");

@@ -84,7 +84,7 @@ pub fn open(sink: &str, dir: &Path, settings: Settings) -> Result<Recovered, Que
                 Found::Corrupt { at, resume } => {
                     corrupt_records += 1;
                     tracing::error!(
-                        sink,
+                        sink = %sink,
                         segment = first_id,
                         offset = at,
                         skipped_bytes = resume - at,

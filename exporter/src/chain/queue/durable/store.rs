@@ -315,7 +315,7 @@ impl Store {
 
     fn storage_refusal(&self, operation: &'static str, error: &io::Error) -> Refusal {
         self.disk.error(operation);
-        tracing::error!(sink = %self.sink, dir = %self.dir.display(), operation, error = %error,
+        tracing::error!(sink = %self.sink, dir = %self.dir.display(), operation = %operation, error = %error,
             "durable queue cannot write; requests are refused until it can");
         Refusal::Storage {
             sink: self.sink.clone(),
