@@ -635,6 +635,7 @@ impl Scoped {
         let mut wanted: Vec<(&dyn HoldsNames, &ObjectMeta)> = vec![
             (&c.config_maps, &children.config_map.metadata),
             (&c.services, &children.service.metadata),
+            (&c.services, &children.headless_service.metadata),
             (
                 c.workload_cache(children.workload.kind()),
                 children.workload.metadata(),
@@ -685,12 +686,14 @@ impl Scoped {
             "ConfigMap",
         )
         .await?;
-        apply(
-            &Api::<Service>::namespaced(client.clone(), namespace),
-            &children.service,
-            "Service",
-        )
-        .await?;
+        for service in [&children.service, &children.headless_service] {
+            apply(
+                &Api::<Service>::namespaced(client.clone(), namespace),
+                service,
+                "Service",
+            )
+            .await?;
+        }
         let workload = self
             .apply_workload(sink, &children.workload, namespace, uid)
             .await?;

@@ -96,6 +96,11 @@ pub struct Children {
     pub workload: Workload,
     /// OTLP and metrics ports in front of the pods.
     pub service: Service,
+    /// `<name>-headless`: the pods' own addresses in DNS, for clients that balance
+    /// themselves (`dns:///<name>-headless.<namespace>.svc:4317` with gRPC's
+    /// `round_robin`), since a ClusterIP sends every request of a long-lived gRPC
+    /// connection to one pod.
+    pub headless_service: Service,
     /// Present when `spec.autoscaling` is set.
     pub autoscaler: Option<HorizontalPodAutoscaler>,
     /// Present when `spec.podDisruptionBudget` is set.
@@ -166,6 +171,7 @@ pub fn desired(sink: &SpanSink, settings: &OperatorSettings) -> Result<Desired> 
         config_map: cx.config_map(config_yaml),
         workload: cx.workload(&config_hash),
         service: cx.service(),
+        headless_service: cx.headless_service(),
         autoscaler: cx.autoscaler(),
         disruption_budget: cx.disruption_budget(),
         service_monitor: (wants_monitor && settings.service_monitor_available)
@@ -235,6 +241,11 @@ pub fn selector_string(sink_name: &str) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The name of a SpanSink's headless Service.
+pub fn headless_service_name(sink_name: &str) -> String {
+    format!("{sink_name}-headless")
 }
 
 /// The in-cluster DNS name of a SpanSink's Service.
@@ -555,6 +566,29 @@ impl Context<'_> {
             metadata,
             spec: Some(ServiceSpec {
                 type_: Some(self.sink.spec.service.type_.as_str().into()),
+                selector: Some(selector_labels(&self.name)),
+                ports: Some(ports),
+                ..ServiceSpec::default()
+            }),
+            ..Service::default()
+        }
+    }
+
+    /// The OTLP ports only, with no cluster IP: DNS answers with every ready pod.
+    fn headless_service(&self) -> Service {
+        let r = &self.pipeline().receivers;
+        let mut ports = Vec::new();
+        if r.grpc.enabled {
+            ports.push(service_port("otlp-grpc", GRPC_PORT, Some("grpc")));
+        }
+        if r.http.enabled {
+            ports.push(service_port("otlp-http", HTTP_PORT, Some("http")));
+        }
+        Service {
+            metadata: self.meta(headless_service_name(&self.name)),
+            spec: Some(ServiceSpec {
+                type_: Some("ClusterIP".into()),
+                cluster_ip: Some("None".into()),
                 selector: Some(selector_labels(&self.name)),
                 ports: Some(ports),
                 ..ServiceSpec::default()

@@ -152,8 +152,13 @@ async fn controller_loop_follows_the_spansink_through_its_life() {
     })
     .await;
     let service = eventually("service", || fake.get(&services(), "team-a", "traces")).await;
+    let headless = eventually("headless service", || {
+        fake.get(&services(), "team-a", "traces-headless")
+    })
+    .await;
+    assert_eq!(headless["spec"]["clusterIP"], "None");
     let hpa = eventually("hpa", || fake.get(&hpas(), "team-a", "traces")).await;
-    for child in [&deployment, &config_map, &service, &hpa] {
+    for child in [&deployment, &config_map, &service, &headless, &hpa] {
         assert!(owned_by(child, &uid), "not owned: {child}");
     }
     assert!(

@@ -208,6 +208,23 @@ fn defaults_give_configmap_deployment_service_and_nothing_else() {
         ]
     );
 
+    // The headless Service: the OTLP ports only, no cluster IP, the same pods.
+    assert_eq!(
+        c.headless_service.metadata.name.as_deref(),
+        Some("traces-headless")
+    );
+    let headless = c.headless_service.spec.as_ref().unwrap();
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(headless.selector, Some(selector_labels("traces")));
+    let headless_ports: Vec<(&str, i32)> = headless
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.name.as_deref().unwrap(), p.port))
+        .collect();
+    assert_eq!(headless_ports, [("otlp-grpc", 4317), ("otlp-http", 4318)]);
+
     assert!(c.autoscaler.is_none());
     assert!(c.disruption_budget.is_none());
     assert!(c.service_monitor.is_none());
@@ -231,6 +248,7 @@ fn every_child_is_owned_by_the_spansink_and_labelled() {
         &c.config_map.metadata,
         &c.deployment().metadata,
         &c.service.metadata,
+        &c.headless_service.metadata,
         &c.autoscaler.as_ref().unwrap().metadata,
         &c.disruption_budget.as_ref().unwrap().metadata,
         &c.service_monitor.as_ref().unwrap().metadata,
