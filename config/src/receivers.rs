@@ -61,6 +61,18 @@ pub struct ReceiversConfig {
     /// client that reaches the ports may send spans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<ReceiverAuthConfig>,
+    /// Longest an OTLP/gRPC connection is kept open. Then the server sends GOAWAY: the
+    /// client finishes what it has in flight and opens a new connection, through the
+    /// Service, so possibly to another replica. gRPC clients otherwise keep one
+    /// connection for good, and replicas the autoscaler adds get no traffic from clients
+    /// already connected. As the Collector's
+    /// `keepalive.server_parameters.max_connection_age`. `0s`: no limit. Default: `5m`.
+    #[serde(default = "ReceiversConfig::default_grpc_max_connection_age")]
+    pub grpc_max_connection_age: Duration,
+    /// How long requests in flight on a connection told to go away may still take
+    /// before it is closed. Default: `30s`.
+    #[serde(default = "ReceiversConfig::default_grpc_max_connection_age_grace")]
+    pub grpc_max_connection_age_grace: Duration,
 }
 
 /// When an OTLP client is told its request succeeded. Stronger modes answer later.
@@ -103,6 +115,12 @@ impl ReceiversConfig {
     fn default_acknowledgement_timeout() -> Duration {
         Duration::from_secs(8)
     }
+    fn default_grpc_max_connection_age() -> Duration {
+        Duration::from_secs(300)
+    }
+    fn default_grpc_max_connection_age_grace() -> Duration {
+        Duration::from_secs(30)
+    }
 
     /// Whether `other` differs only in what a reload applies at once (the
     /// acknowledgement settings, which belong to each sink-chain generation, and the TLS
@@ -116,6 +134,8 @@ impl ReceiversConfig {
                 r.max_request_size,
                 r.max_decompressed_size,
                 r.auth.clone(),
+                r.grpc_max_connection_age,
+                r.grpc_max_connection_age_grace,
             )
         };
         listeners(self) == listeners(other)
@@ -169,6 +189,8 @@ impl Default for ReceiversConfig {
             acknowledgements: AcknowledgementMode::default(),
             acknowledgement_timeout: Self::default_acknowledgement_timeout(),
             auth: None,
+            grpc_max_connection_age: Self::default_grpc_max_connection_age(),
+            grpc_max_connection_age_grace: Self::default_grpc_max_connection_age_grace(),
         }
     }
 }

@@ -209,6 +209,19 @@ impl Validator {
             "receivers.acknowledgement_timeout",
             r.acknowledgement_timeout.get().is_zero(),
         );
+        let age = r.grpc_max_connection_age.get();
+        self.check(
+            age.is_zero() || age >= std::time::Duration::from_secs(1),
+            "receivers.grpc_max_connection_age",
+            format!(
+                "must be 0s (no limit) or at least 1s (got {})",
+                r.grpc_max_connection_age
+            ),
+        );
+        self.positive(
+            "receivers.grpc_max_connection_age_grace",
+            r.grpc_max_connection_age_grace.get().is_zero(),
+        );
         if r.grpc.cors.is_some() {
             self.error(
                 "receivers.grpc.cors",
@@ -640,6 +653,35 @@ mod tests {
             "{errs:?}"
         );
         assert_eq!(errs.len(), 4, "{errs:?}");
+    }
+
+    #[test]
+    fn grpc_connection_age_is_off_or_at_least_a_second_with_a_grace() {
+        let config: ExporterConfig =
+            serde_yaml::from_str("sinks:\n  a: {blackhole: {}}\n").unwrap();
+        assert_eq!(config.receivers.grpc_max_connection_age.to_string(), "5m");
+        assert_eq!(
+            config.receivers.grpc_max_connection_age_grace.to_string(),
+            "30s"
+        );
+        for ok in ["0s", "1s", "10m"] {
+            assert_eq!(
+                errors(&format!(
+                    "receivers: {{grpc_max_connection_age: {ok}}}\nsinks:\n  a: {{blackhole: {{}}}}\n"
+                )),
+                Vec::<String>::new(),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            errors(
+                "receivers: {grpc_max_connection_age: 500ms, grpc_max_connection_age_grace: 0s}\nsinks:\n  a: {blackhole: {}}\n"
+            ),
+            vec![
+                "receivers.grpc_max_connection_age: must be 0s (no limit) or at least 1s (got 500ms)",
+                "receivers.grpc_max_connection_age_grace: must be greater than zero",
+            ]
+        );
     }
 
     #[test]

@@ -340,25 +340,25 @@ impl Running {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn termination_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled: call it before starting, so a signal that arrives
+/// while the exporter starts (right after it logged that it started, say) is a shutdown,
+/// not the default action that kills the process.
+pub fn termination_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // ctrl_c installs its handler on first poll; poll it once now.
+    let mut interrupt = Box::pin(tokio::signal::ctrl_c());
+    let _ = futures::FutureExt::now_or_never(&mut interrupt);
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = interrupt.await;
     }
 }

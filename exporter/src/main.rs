@@ -177,9 +177,10 @@ fn run(path: Option<PathBuf>, watch_interval: Duration) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result: anyhow::Result<()> = runtime.block_on(async move {
+        let terminated = app::termination_signal();
         let running = app::start(config, source, watch_interval).await?;
         tokio::select! {
-            _ = app::termination_signal() => {}
+            _ = terminated => {}
             _ = running.failed() => tracing::error!("a server failed; shutting down"),
         }
         running.shutdown().await?;

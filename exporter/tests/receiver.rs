@@ -391,6 +391,124 @@ async fn grpc_request_reaches_the_chain_byte_for_byte() {
     assert_eq!(receivers.requests(Protocol::grpc, "ok"), 1);
 }
 
+/// A TCP relay to `target` that counts the connections made through it: what a client
+/// behind a Service would open, one per (re)connect.
+async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, connections)
+}
+
+/// A client connected longer than `grpc_max_connection_age` is sent GOAWAY; its
+/// requests, those in flight when the age passes included, succeed, the later ones on a
+/// new connection, and every one reaches the chain once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_connections_past_their_age_are_sent_away_and_the_client_reconnects_losing_nothing() {
+    let limits = ReceiverLimits {
+        grpc_max_connection_age: Some(Duration::from_millis(800)),
+        grpc_max_connection_age_grace: Duration::from_secs(5),
+        ..ReceiverLimits::default()
+    };
+    let receivers = start(RecordingAdmit::new(Answer::Take), limits).await;
+    let (relay, connections) = counting_relay(receivers.grpc).await;
+    let channel = Channel::from_shared(format!("http://{relay}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // Four exporters on the one connection, so requests are in flight when the age
+    // passes.
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let mut client = TraceServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut sent, mut retried) = (0, 0);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
+            while tokio::time::Instant::now() < deadline {
+                // As the exporter's own OTLP sink does: a status from a transport
+                // failure, CANCELLED and UNAVAILABLE are retried. tonic's client (unlike
+                // grpc-go's and grpc-java's transparent retry) fails a request it queued
+                // on a connection that got GOAWAY before sending it, or sent after the
+                // GOAWAY's last stream: the server never took those, so a retry is no
+                // duplicate, which the count below checks.
+                let mut attempts = 0;
+                loop {
+                    match client.export(fixtures::request(50, 4)).await {
+                        Ok(_) => break,
+                        Err(status)
+                            if (std::error::Error::source(&status).is_some()
+                                || matches!(
+                                    status.code(),
+                                    Code::Cancelled | Code::Unavailable
+                                ))
+                                && attempts < 3 =>
+                        {
+                            attempts += 1;
+                            retried += 1;
+                        }
+                        Err(status) => panic!("export {sent} of task {task} failed: {status}"),
+                    }
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (sent, retried)
+        }));
+    }
+    let (mut sent, mut retried) = (0, 0);
+    for task in tasks {
+        let (s, r) = task.await.unwrap();
+        sent += s;
+        retried += r;
+    }
+    assert!(sent >= 20, "{sent}");
+    assert!(retried <= sent / 4, "{retried} retries for {sent} exports");
+    assert_eq!(
+        receivers.admit.received().len(),
+        sent,
+        "nothing lost, nothing twice"
+    );
+    let opened = connections.load(Ordering::SeqCst);
+    assert!(
+        (3..=8).contains(&opened),
+        "3.5 s at an age of 0.8 s takes 3-5 connections, got {opened}"
+    );
+
+    // With no limit, the one connection stays.
+    let receivers = start(
+        RecordingAdmit::new(Answer::Take),
+        ReceiverLimits {
+            grpc_max_connection_age: None,
+            ..ReceiverLimits::default()
+        },
+    )
+    .await;
+    let (relay, connections) = counting_relay(receivers.grpc).await;
+    let channel = Channel::from_shared(format!("http://{relay}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = TraceServiceClient::new(channel);
+    for _ in 0..10 {
+        client.export(fixtures::request(1, 0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn grpc_gzip_request_is_inflated() {
     let receivers = start_default(Answer::Take).await;
@@ -472,6 +590,7 @@ async fn grpc_oversize_request_is_resource_exhausted_without_retry_info() {
     let limits = ReceiverLimits {
         max_request_size: 256 << 10,
         max_decompressed_size: 1 << 20,
+        ..ReceiverLimits::default()
     };
     let receivers = start(RecordingAdmit::new(Answer::Take), limits).await;
     let status = receivers
@@ -778,6 +897,7 @@ async fn http_oversize_body_gets_413() {
     let limits = ReceiverLimits {
         max_request_size: 256 << 10,
         max_decompressed_size: 1 << 20,
+        ..ReceiverLimits::default()
     };
     let receivers = start(RecordingAdmit::new(Answer::Take), limits).await;
     let big = fixtures::request(1000, 10).encode_to_vec();

@@ -21,6 +21,7 @@ use tonic::server::{Grpc, UnaryService};
 use super::answer::{self, Rejection};
 use super::auth::Authenticator;
 use super::compression::ContentEncoding;
+use super::grpc_connections::{self, ConnectionAge};
 use super::limits::limit_grpc_body;
 use super::tls::TlsListener;
 use super::{Intake, ReceiverLimits};
@@ -48,9 +49,12 @@ pub(super) async fn serve(
         }),
     };
     // One service, so no router: `TraceService` answers other paths itself.
-    tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(service, listener.into_incoming(), shutdown)
-        .await
+    let age = ConnectionAge {
+        max_age: limits.grpc_max_connection_age,
+        grace: limits.grpc_max_connection_age_grace,
+    };
+    grpc_connections::serve(listener, service, age, shutdown).await;
+    Ok(())
 }
 
 /// The tower service tonic's server routes `TraceService` calls to (what tonic-build

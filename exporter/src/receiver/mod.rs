@@ -17,6 +17,7 @@ mod auth;
 pub(crate) mod compression;
 mod cors;
 mod grpc;
+mod grpc_connections;
 mod http;
 mod limits;
 #[cfg(test)]
@@ -41,13 +42,18 @@ pub use auth::{AuthError, Authenticator};
 pub(crate) use http::decode_json;
 use tls::TlsListener;
 
-/// How large a request may be, as sent and once decompressed.
+/// How large a request may be, as sent and once decompressed, and how long a gRPC
+/// connection may stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiverLimits {
     /// Largest body as it arrives (compressed if the client compressed it).
     pub max_request_size: usize,
     /// Largest body after decompression.
     pub max_decompressed_size: usize,
+    /// Age after which a gRPC connection is sent GOAWAY; `None`: no limit.
+    pub grpc_max_connection_age: Option<std::time::Duration>,
+    /// How long in-flight requests may take after that GOAWAY.
+    pub grpc_max_connection_age_grace: std::time::Duration,
 }
 
 impl ReceiverLimits {
@@ -63,6 +69,9 @@ impl From<&ReceiversConfig> for ReceiverLimits {
         Self {
             max_request_size: config.max_request_size.as_usize(),
             max_decompressed_size: config.max_decompressed_size.as_usize(),
+            grpc_max_connection_age: Some(config.grpc_max_connection_age.get())
+                .filter(|age| !age.is_zero()),
+            grpc_max_connection_age_grace: config.grpc_max_connection_age_grace.get(),
         }
     }
 }
