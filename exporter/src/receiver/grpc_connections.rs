@@ -4,10 +4,11 @@
 //! (`grpc`).
 //!
 //! Why not tonic's server: as of tonic 0.14.9, with a grace set it sends no GOAWAY at the
-//! age and cuts the connection at age + grace, and without one it fails the requests in
-//! flight when the age passes (the receiver tests show both). Clients that reconnect at
-//! a GOAWAY are how the load of long-lived gRPC connections spreads over new replicas, so
-//! the age must cost no request.
+//! age and cuts the connection at age + grace, requests in flight included (the receiver
+//! test saw one connection for 3.5 s at an age of 0.8 s); without a grace nothing bounds
+//! how long a connection told to go away stays. Clients that reconnect at a GOAWAY are
+//! how the load of long-lived gRPC connections spreads over new replicas, so the age must
+//! cost no request and leave no connection behind.
 
 use std::convert::Infallible;
 use std::future::Future;

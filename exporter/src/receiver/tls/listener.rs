@@ -10,12 +10,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::ServerTls;
 
@@ -94,14 +92,6 @@ impl TlsListener {
                 }
             }
         }
-    }
-
-    /// The connections as the incoming stream tonic serves.
-    pub fn into_incoming(self) -> impl Stream<Item = Result<Connection, io::Error>> + Send {
-        futures::stream::unfold(self, |mut listener| async move {
-            let (connection, _) = listener.accept().await;
-            Some((Ok(connection), listener))
-        })
     }
 }
 
@@ -213,26 +203,6 @@ pub enum Connection {
     Plain(TcpStream),
     // Boxed: the TLS state is ~1 KB, the plain variant a file descriptor.
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-}
-
-impl Connection {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Self::Plain(s) => s,
-            Self::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        TcpConnectInfo {
-            local_addr: self.tcp().local_addr().ok(),
-            remote_addr: self.tcp().peer_addr().ok(),
-        }
-    }
 }
 
 impl AsyncRead for Connection {
