@@ -31,7 +31,7 @@ pub use receivers::{
 };
 // Every backend's settings, through `sink`'s one list of backends (no list to keep here).
 pub use sink::*;
-pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig};
+pub use telemetry::{LogFormat, ShutdownConfig, TelemetryConfig, use_colour};
 pub use time_template::{TimeTemplate, TimeTemplateError};
 pub use transform::{
     AttributeScope, AttributeValue, DEFAULT_REPLACEMENT, RedactionPattern, RegexField,

@@ -411,6 +411,17 @@ async fn counting_relay(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
     (address, connections)
 }
 
+/// A channel to `target` through a [`counting_relay`], and the relay's count.
+async fn relayed_channel(target: SocketAddr) -> (Channel, Arc<AtomicUsize>) {
+    let (relay, connections) = counting_relay(target).await;
+    let channel = Channel::from_shared(format!("http://{relay}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (channel, connections)
+}
+
 /// A client connected longer than `grpc_max_connection_age` is sent GOAWAY; its
 /// requests, those in flight when the age passes included, succeed, the later ones on a
 /// new connection, and every one reaches the chain once.
@@ -422,12 +433,7 @@ async fn grpc_connections_past_their_age_are_sent_away_and_the_client_reconnects
         ..ReceiverLimits::default()
     };
     let receivers = start(RecordingAdmit::new(Answer::Take), limits).await;
-    let (relay, connections) = counting_relay(receivers.grpc).await;
-    let channel = Channel::from_shared(format!("http://{relay}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (channel, connections) = relayed_channel(receivers.grpc).await;
     // Four exporters on the one connection, so requests are in flight when the age
     // passes.
     let mut tasks = Vec::new();
@@ -495,12 +501,7 @@ async fn grpc_connections_past_their_age_are_sent_away_and_the_client_reconnects
         },
     )
     .await;
-    let (relay, connections) = counting_relay(receivers.grpc).await;
-    let channel = Channel::from_shared(format!("http://{relay}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (channel, connections) = relayed_channel(receivers.grpc).await;
     let mut client = TraceServiceClient::new(channel);
     for _ in 0..10 {
         client.export(fixtures::request(1, 0)).await.unwrap();

@@ -5,7 +5,6 @@ pub mod crd;
 pub mod crd_yaml;
 pub mod error;
 pub mod leader;
-pub mod logging;
 pub mod metrics;
 pub mod metrics_server;
 pub mod progress;

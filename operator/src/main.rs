@@ -12,7 +12,6 @@ use kube::runtime::events::Reporter;
 use spansink_operator::controller::{self, Context, Scope};
 use spansink_operator::crd::ImagePullPolicy;
 use spansink_operator::leader;
-use spansink_operator::logging;
 use spansink_operator::metrics::Metrics;
 use spansink_operator::metrics_server::{self, Readiness};
 use spansink_operator::reconcile::{self, ExporterPodDefaults};
@@ -216,7 +215,7 @@ fn init_logging(cli: &Cli) -> anyhow::Result<()> {
         .context("invalid --log-level")?;
     // The fmt subscriber writes to stdout: colour is decided for that stream, so a pod's
     // log (a pipe) and `> file` carry no escape codes.
-    let ansi = logging::use_colour(
+    let ansi = spansink_config::use_colour(
         std::io::stdout().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );

@@ -548,7 +548,8 @@ impl Context<'_> {
         Some(volume)
     }
 
-    fn service(&self) -> Service {
+    /// The ports of the enabled OTLP receivers.
+    fn otlp_ports(&self) -> Vec<ServicePort> {
         let r = &self.pipeline().receivers;
         let mut ports = Vec::new();
         if r.grpc.enabled {
@@ -557,6 +558,11 @@ impl Context<'_> {
         if r.http.enabled {
             ports.push(service_port("otlp-http", HTTP_PORT, Some("http")));
         }
+        ports
+    }
+
+    fn service(&self) -> Service {
+        let mut ports = self.otlp_ports();
         ports.push(service_port("metrics", METRICS_PORT, Some("http")));
         let mut metadata = self.meta(self.name.clone());
         if !self.sink.spec.service.annotations.is_empty() {
@@ -576,14 +582,7 @@ impl Context<'_> {
 
     /// The OTLP ports only, with no cluster IP: DNS answers with every ready pod.
     fn headless_service(&self) -> Service {
-        let r = &self.pipeline().receivers;
-        let mut ports = Vec::new();
-        if r.grpc.enabled {
-            ports.push(service_port("otlp-grpc", GRPC_PORT, Some("grpc")));
-        }
-        if r.http.enabled {
-            ports.push(service_port("otlp-http", HTTP_PORT, Some("http")));
-        }
+        let ports = self.otlp_ports();
         Service {
             metadata: self.meta(headless_service_name(&self.name)),
             spec: Some(ServiceSpec {

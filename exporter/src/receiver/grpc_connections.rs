@@ -25,6 +25,32 @@ use tonic::codegen::{Service, http};
 
 use super::tls::{Connection, TlsListener};
 
+/// What the connections serve: the receiver's `TraceService`, with the bounds hyper needs,
+/// named once.
+pub(super) trait ExportService:
+    Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ExportService for S where
+    S: Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// How long a connection may stay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ConnectionAge {
@@ -44,14 +70,7 @@ pub(super) async fn serve<S>(
     age: ConnectionAge,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ExportService,
 {
     let stop = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -75,14 +94,7 @@ async fn serve_connection<S>(
     age: ConnectionAge,
     stop: CancellationToken,
 ) where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<tonic::body::Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ExportService,
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());

@@ -1,10 +1,9 @@
 //! Structured logs through `tracing`: text for people, JSON for log pipelines. The filter
 //! comes from the config's `telemetry.log_level`, overridden by `RUST_LOG`.
 
-use std::ffi::OsStr;
 use std::io::IsTerminal;
 
-use spansink_config::LogFormat;
+use spansink_config::{LogFormat, use_colour};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Call once, before anything logs; a second call (tests)
@@ -32,12 +31,6 @@ pub fn init(format: LogFormat, level: &str) {
             .with_current_span(false)
             .try_init(),
     };
-}
-
-/// Whether log lines get ANSI colour: only when the stream they are written to is a
-/// terminal, and not when `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
-pub fn use_colour(stream_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
-    stream_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 /// A list as one plain log value (`a, b, c`), so that log fields never carry `Debug`
@@ -77,17 +70,6 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-
-    #[test]
-    fn colour_only_on_a_terminal_without_no_color() {
-        assert!(use_colour(true, None));
-        assert!(!use_colour(false, None));
-        assert!(!use_colour(true, Some(OsStr::new("1"))));
-        assert!(!use_colour(false, Some(OsStr::new("1"))));
-        // no-color.org: an empty NO_COLOR does not disable colour.
-        assert!(use_colour(true, Some(OsStr::new(""))));
-        assert!(!use_colour(false, Some(OsStr::new(""))));
-    }
 
     #[test]
     fn values_are_plain_text() {
