@@ -3,6 +3,7 @@
 pub mod controller;
 pub mod crd;
 pub mod crd_yaml;
+pub mod delivery;
 pub mod error;
 pub mod leader;
 pub mod metrics;
