@@ -89,7 +89,9 @@ impl ExporterConfig {
         let config: ExporterConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
-            ConfigError::Parse(if path == "." {
+            // serde_yaml names the path itself for some errors (a missing field): once is
+            // enough.
+            ConfigError::Parse(if path == "." || inner.starts_with(&format!("{path}: ")) {
                 inner
             } else {
                 format!("{path}: {inner}")
@@ -157,6 +159,20 @@ mod tests {
         .to_string();
         assert!(err.contains("colour"), "{err}");
         assert!(err.contains("sinks.main.file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_field_names_its_path_once() {
+        let err = ExporterConfig::from_yaml(
+            "receivers:\n  http: {enabled: false}\nsinks:\n  main: {blackhole: {}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("config is not valid: receivers.http: missing field `endpoint`"),
+            "{err}"
+        );
+        assert_eq!(err.matches("receivers.http").count(), 1, "{err}");
     }
 
     #[test]
