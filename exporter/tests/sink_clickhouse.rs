@@ -536,17 +536,7 @@ async fn the_current_table_and_rows_work_on_current_clickhouse() {
 
     // The current table takes RowBinary (LowCardinality strings included) and gives
     // back every field.
-    let described: Vec<(String, String, String)> = answers[11]
-        .lines()
-        .map(|line| {
-            let mut f = line.split('\t').map(str::to_string);
-            (
-                f.next().unwrap(),
-                f.next().unwrap(),
-                f.next().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let described = schema::described_columns(&answers[11]);
     assert_eq!(
         schema::row_binary_misfit(&described),
         None,

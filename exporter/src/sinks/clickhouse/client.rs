@@ -5,6 +5,8 @@ use bytes::Bytes;
 use reqwest::Url;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 
+use spansink_config::ClickHouseCompression;
+
 use crate::sinks::SinkError;
 
 /// Longest a TCP/TLS connect may take: a server that does not answer SYN is down, and
@@ -94,13 +96,13 @@ impl Client {
         query: &str,
         body: Bytes,
         content_type: &'static str,
-        compression: BodyCompression,
+        compression: ClickHouseCompression,
     ) -> Result<(), SinkError> {
         let mut url = self.endpoint.clone();
         {
             let mut pairs = url.query_pairs_mut();
             pairs.append_pair("query", query);
-            if compression == BodyCompression::Lz4 {
+            if compression == ClickHouseCompression::Lz4 {
                 pairs.append_pair("decompress", "1");
             }
             for (key, value) in &self.settings {
@@ -108,7 +110,7 @@ impl Client {
             }
         }
         let mut request = self.http.post(url).header(CONTENT_TYPE, content_type);
-        if compression == BodyCompression::Gzip {
+        if compression == ClickHouseCompression::Gzip {
             request = request.header(CONTENT_ENCODING, "gzip");
         }
         let response = request
@@ -125,16 +127,6 @@ impl Client {
         let text = response.text().await.unwrap_or_default();
         Err(classify(status, code, &text))
     }
-}
-
-/// How an insert's body is compressed, which decides its headers and URL parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyCompression {
-    None,
-    /// `Content-Encoding: gzip`.
-    Gzip,
-    /// ClickHouse's LZ4 blocks, `decompress=1`.
-    Lz4,
 }
 
 /// Newer servers name the error code in a header; older ones only in the body.

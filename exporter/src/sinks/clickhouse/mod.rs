@@ -22,7 +22,7 @@ use crate::otlp::Batch;
 use crate::sinks::{BuildError, BuildSink, EnvLookup, Sink, SinkContext, SinkError};
 use crate::telemetry::metrics::Metrics;
 
-use client::{BodyCompression, Client, ClientOptions};
+use client::{Client, ClientOptions};
 use encoding::RowEncoder;
 use row_binary::RowBinaryEncoder;
 
@@ -76,7 +76,7 @@ pub struct ClickHouseSink {
     create_table: bool,
     ttl_seconds: Option<u64>,
     format: ClickHouseFormat,
-    compression: BodyCompression,
+    compression: ClickHouseCompression,
     /// The row format chosen for the table ([`RowFormat::as_u8`]), once the table is
     /// known to exist (when the sink creates it) and its columns are known (when the
     /// format is `auto` or `row_binary`); 0 until then. Settled lazily by the first
@@ -147,11 +147,7 @@ impl ClickHouseSink {
             create_table: config.create_table,
             ttl_seconds: config.ttl.map(|t| t.get().as_secs()),
             format: config.format,
-            compression: match config.compression {
-                ClickHouseCompression::None => BodyCompression::None,
-                ClickHouseCompression::Gzip => BodyCompression::Gzip,
-                ClickHouseCompression::Lz4 => BodyCompression::Lz4,
-            },
+            compression: config.compression,
             ready: AtomicU8::new(0),
             preparing: Mutex::new(()),
         })
@@ -241,14 +237,7 @@ impl ClickHouseSink {
                 self.target
             ))
             .await?;
-        let columns: Vec<(String, String, String)> = described
-            .lines()
-            .map(|line| {
-                let mut fields = line.split('\t').map(str::to_string);
-                let mut next = || fields.next().unwrap_or_default();
-                (next(), next(), next())
-            })
-            .collect();
+        let columns = schema::described_columns(&described);
         let format = match (schema::row_binary_misfit(&columns), self.format) {
             (None, _) => RowFormat::RowBinary,
             (Some(misfit), ClickHouseFormat::RowBinary) => {
@@ -267,6 +256,26 @@ impl ClickHouseSink {
         };
         tracing::info!(sink = %self.name, table = %self.target, format = format.name(), "ClickHouse row format chosen");
         Ok(format)
+    }
+
+    /// The batch's body, encoded and compressed off the async threads (CPU work).
+    async fn encode(&self, batch: &Batch, format: RowFormat) -> Result<(Bytes, usize), SinkError> {
+        let owned = batch.clone(); // cheap: the parts are reference-counted bytes
+        let compression = self.compression;
+        tokio::task::spawn_blocking(move || encode_body(&owned, format, compression))
+            .await
+            .map_err(|e| SinkError::transient("encoding", format!("encoder task failed: {e}")))?
+    }
+
+    async fn insert(&self, format: RowFormat, body: Bytes) -> Result<(), SinkError> {
+        self.client
+            .insert(
+                &self.insert_query(format),
+                body,
+                format.content_type(),
+                self.compression,
+            )
+            .await
     }
 
     /// The insert statement for `format`: RowBinary names its columns, so other columns
@@ -298,7 +307,7 @@ fn sql_string(text: &str) -> String {
 fn encode_body(
     batch: &Batch,
     format: RowFormat,
-    compression: BodyCompression,
+    compression: ClickHouseCompression,
 ) -> Result<(Bytes, usize), SinkError> {
     let mut rows = Vec::with_capacity(batch.encoded_len().saturating_mul(2));
     let count = match format {
@@ -322,13 +331,13 @@ fn encode_body(
         }
     };
     let body = match compression {
-        BodyCompression::None => rows,
-        BodyCompression::Lz4 => {
+        ClickHouseCompression::None => rows,
+        ClickHouseCompression::Lz4 => {
             let mut body = Vec::with_capacity(rows.len() / 3 + 64);
             compressed_block::compress_into(&rows, &mut body);
             body
         }
-        BodyCompression::Gzip => {
+        ClickHouseCompression::Gzip => {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(rows.len() / 8),
                 flate2::Compression::fast(),
@@ -383,28 +392,6 @@ impl Sink for ClickHouseSink {
     }
 }
 
-impl ClickHouseSink {
-    /// The batch's body, encoded and compressed off the async threads (CPU work).
-    async fn encode(&self, batch: &Batch, format: RowFormat) -> Result<(Bytes, usize), SinkError> {
-        let owned = batch.clone(); // cheap: the parts are reference-counted bytes
-        let compression = self.compression;
-        tokio::task::spawn_blocking(move || encode_body(&owned, format, compression))
-            .await
-            .map_err(|e| SinkError::transient("encoding", format!("encoder task failed: {e}")))?
-    }
-
-    async fn insert(&self, format: RowFormat, body: Bytes) -> Result<(), SinkError> {
-        self.client
-            .insert(
-                &self.insert_query(format),
-                body,
-                format.content_type(),
-                self.compression,
-            )
-            .await
-    }
-}
-
 #[async_trait]
 impl BuildSink for ClickHouseSink {
     type Config = ClickHouseSinkConfig;
@@ -439,14 +426,15 @@ mod tests {
     fn compressed_bodies_hold_the_same_rows_in_either_format() {
         let batch = fixtures::batch_of(&[&fixtures::rich_request(), &fixtures::request(3, 2)]);
         for format in [RowFormat::JsonEachRow, RowFormat::RowBinary] {
-            let (plain, rows) = encode_body(&batch, format, BodyCompression::None).unwrap();
+            let (plain, rows) = encode_body(&batch, format, ClickHouseCompression::None).unwrap();
             assert_eq!(rows, 10);
-            let (gzip, gzip_rows) = encode_body(&batch, format, BodyCompression::Gzip).unwrap();
+            let (gzip, gzip_rows) =
+                encode_body(&batch, format, ClickHouseCompression::Gzip).unwrap();
             let mut unpacked = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut unpacked)
                 .unwrap();
             assert_eq!((unpacked, gzip_rows), (plain.to_vec(), 10));
-            let (lz4, lz4_rows) = encode_body(&batch, format, BodyCompression::Lz4).unwrap();
+            let (lz4, lz4_rows) = encode_body(&batch, format, ClickHouseCompression::Lz4).unwrap();
             let unpacked = compressed_block::decompress(&lz4).unwrap();
             assert_eq!((unpacked, lz4_rows), (plain.to_vec(), 10));
             assert!(lz4.len() < plain.len());

@@ -105,6 +105,19 @@ pub fn stored_columns() -> impl Iterator<Item = (&'static str, &'static str)> {
     COLUMNS.iter().map(|(name, _, plain)| (*name, *plain))
 }
 
+/// The (name, type, default kind) of each column in a `DESCRIBE TABLE ... FORMAT
+/// TabSeparated` answer.
+pub fn described_columns(describe: &str) -> Vec<(String, String, String)> {
+    describe
+        .lines()
+        .map(|line| {
+            let mut fields = line.split('\t').map(str::to_string);
+            let mut next = || fields.next().unwrap_or_default();
+            (next(), next(), next())
+        })
+        .collect()
+}
+
 /// Why a table's columns (as `DESCRIBE TABLE` gives them: name, type, default kind)
 /// cannot take `RowBinary` rows, naming the first column that does not fit; `None` when
 /// every stored column is there with a type whose binary form is the row's. Other
@@ -281,6 +294,19 @@ mod tests {
             "the table has no column links"
         );
         assert!(column_list().starts_with("(`service_name`, `trace_id`,"));
+        assert_eq!(
+            described_columns(
+                "flags\tUInt32\t\t\t\t\t\nstart_time\tDateTime\tMATERIALIZED\ttoDateTime(x)\n"
+            ),
+            [
+                ("flags".to_string(), "UInt32".to_string(), String::new()),
+                (
+                    "start_time".to_string(),
+                    "DateTime".to_string(),
+                    "MATERIALIZED".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]
